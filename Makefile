@@ -1,0 +1,48 @@
+# One command each for a fresh machine (Python 3.11):
+#   make run    set up .venv, train 10 epochs, write results/vae/grid.png
+#   make test   set up .venv, lint, unit tests, notebooks (fast mode), book (fast) + browser test
+#   make book   build the full book (executes every chapter; trains 10 epochs once, then cached)
+# Offline? export VAE_MNIST_PATH=/path/to/mnist.npz (Keras' layout) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint unit notebooks book book-fast browser-test clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python vae.py
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: setup
+	$(BIN)/pytest tests -m "not browser" -p no:cacheprovider
+
+notebooks: setup
+	VAE_FAST=1 $(BIN)/pytest --nbmake --nbmake-timeout=900 chapters -p no:cacheprovider
+
+book: setup
+	bash scripts/build_book.sh
+
+book-fast: setup
+	VAE_FAST=1 bash scripts/build_book.sh
+
+browser-test: book-fast
+	$(BIN)/pytest tests -m browser -p no:cacheprovider
+
+test: lint unit notebooks browser-test
+
+clean:
+	rm -rf _build results/vae-fast .pytest_cache

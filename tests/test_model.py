@@ -1,0 +1,190 @@
+"""The model parts: shapes, the sampling layer's statistics, KL and the loss layer."""
+
+import keras
+import numpy as np
+import pytest
+
+import vae_helpers as vh
+
+RNG = np.random.default_rng(0)
+
+
+def layer_summary(model):
+    """(class, filters/units, strides, activation) for each weighted layer."""
+    rows = []
+    for layer in model.layers:
+        config = layer.get_config()
+        if "filters" in config or "units" in config:
+            rows.append(
+                (
+                    type(layer).__name__,
+                    config.get("filters", config.get("units")),
+                    tuple(config.get("strides", ())),
+                    config["activation"],
+                )
+            )
+    return rows
+
+
+def test_encoder_is_the_seed_architecture():
+    assert layer_summary(vh.build_encoder(2)) == [
+        ("Conv2D", 32, (1, 1), "relu"),
+        ("Conv2D", 64, (2, 2), "relu"),
+        ("Conv2D", 64, (1, 1), "relu"),
+        ("Conv2D", 64, (1, 1), "relu"),
+        ("Dense", 32, (), "relu"),
+        ("Dense", 2, (), "linear"),
+        ("Dense", 2, (), "linear"),
+    ]
+
+
+def test_decoder_is_the_seed_architecture():
+    assert layer_summary(vh.build_decoder(2)) == [
+        ("Dense", 14 * 14 * 64, (), "relu"),
+        ("Conv2DTranspose", 32, (2, 2), "relu"),
+        ("Conv2D", 1, (1, 1), "sigmoid"),
+    ]
+
+
+@pytest.mark.parametrize("latent_dim", [2, 8])
+def test_output_shapes(latent_dim):
+    encoder, decoder = vh.build_encoder(latent_dim), vh.build_decoder(latent_dim)
+    x = RNG.random((5, 28, 28, 1)).astype("float32")
+    z_mean, z_log_var = encoder(x)
+    assert z_mean.shape == (5, latent_dim) and z_log_var.shape == (5, latent_dim)
+    x_decoded = np.asarray(decoder(z_mean))
+    assert x_decoded.shape == (5, 28, 28, 1)
+    assert 0 < x_decoded.min() and x_decoded.max() < 1
+    vae, _, _ = vh.build_vae(latent_dim)
+    assert vae(x).shape == (5, 28, 28, 1)
+
+
+def test_sampling_has_the_right_mean_and_spread():
+    n = 200_000
+    mean, std = 1.5, 0.5
+    z_mean = np.full((n, 2), mean, "float32")
+    z_log_var = np.full((n, 2), np.log(std**2), "float32")
+    z = np.asarray(vh.Sampling(seed=1)([z_mean, z_log_var]))
+    assert abs(z.mean() - mean) < 4 * std / np.sqrt(2 * n)
+    assert (
+        abs(z.std() - std) < 0.005
+    )  # exp(log_var) instead of exp(0.5 log_var) gives 0.25
+
+
+def test_sampling_takes_any_batch_size_and_repeats_with_a_seed():
+    for batch in (1, 7, 300):
+        inputs = [np.zeros((batch, 3), "float32")] * 2
+        assert vh.Sampling(seed=3)(inputs).shape == (batch, 3)
+    inputs = [np.zeros((4, 2), "float32")] * 2
+    first, second = vh.Sampling(seed=5)(inputs), vh.Sampling(seed=5)(inputs)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+    assert not np.allclose(np.asarray(first), np.asarray(vh.Sampling(seed=6)(inputs)))
+
+
+def gaussian_log_density(z, mean, log_var):
+    return -0.5 * np.sum(
+        np.log(2 * np.pi) + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1
+    )
+
+
+def test_closed_form_kl_matches_monte_carlo():
+    mean = np.array([[0.8, -1.2, 0.1]], "float32")
+    log_var = np.array([[-1.0, 0.5, -2.0]], "float32")
+    closed_form = float(np.asarray(vh.kl_divergence(mean, log_var))[0])
+    z = mean + np.exp(0.5 * log_var) * RNG.standard_normal((400_000, 3))
+    log_ratio = gaussian_log_density(z, mean, log_var) - gaussian_log_density(z, 0, 0)
+    standard_error = log_ratio.std() / np.sqrt(len(z))
+    assert abs(log_ratio.mean() - closed_form) < 4 * standard_error
+    assert closed_form > 0
+
+
+def hand_loss(x, x_decoded, z_mean, z_log_var, beta):
+    """The negative ELBO per image written out in NumPy, mean over the batch."""
+    p = np.clip(x_decoded, 1e-7, 1 - 1e-7).reshape(len(x), -1)
+    x = x.reshape(len(x), -1)
+    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=1)
+    kl = -0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var)).sum(axis=1)
+    return (bce + beta * kl).mean(), bce.mean(), kl.mean()
+
+
+@pytest.mark.parametrize("beta", [1.0, vh.seed_kl_weight(2)])
+def test_loss_layer_matches_a_hand_computation(beta):
+    x = RNG.random((3, 28, 28, 1)).astype("float32")
+    x_decoded = RNG.uniform(0.05, 0.95, (3, 28, 28, 1)).astype("float32")
+    z_mean = RNG.normal(size=(3, 2)).astype("float32")
+    z_log_var = RNG.normal(size=(3, 2)).astype("float32")
+    layer = vh.CustomVariationalLayer(kl_weight=beta)
+    output = layer([x, x_decoded, z_mean, z_log_var])
+    np.testing.assert_array_equal(np.asarray(output), x)  # passes x through
+    expected, bce, kl = hand_loss(x, x_decoded, z_mean, z_log_var, beta)
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(layer.reconstruction_tracker.result()), bce, rtol=1e-5
+    )
+    np.testing.assert_allclose(float(layer.kl_tracker.result()), kl, rtol=1e-5)
+
+
+def test_kl_sums_over_latent_dimensions():
+    """A plain mean over everything would divide the KL by the latent size."""
+    z_mean = np.ones((4, 8), "float32")
+    z_log_var = np.zeros((4, 8), "float32")
+    np.testing.assert_allclose(
+        np.asarray(vh.kl_divergence(z_mean, z_log_var)), [4.0] * 4
+    )
+
+
+def test_seed_weighting_is_beta_0_392():
+    x = RNG.random((2, 28, 28, 1)).astype("float32")
+    x_decoded = RNG.uniform(0.05, 0.95, (2, 28, 28, 1)).astype("float32")
+    z_mean = RNG.normal(size=(2, 2)).astype("float32")
+    z_log_var = RNG.normal(size=(2, 2)).astype("float32")
+    p = x_decoded.reshape(2, -1)
+    mean_bce = -(x.reshape(2, -1) * np.log(p) + (1 - x.reshape(2, -1)) * np.log(1 - p))
+    seed_loss = np.mean(
+        mean_bce.mean(axis=1)
+        - 5e-4 * np.mean(1 + z_log_var - z_mean**2 - np.exp(z_log_var), axis=-1)
+    )
+    beta = vh.seed_kl_weight(2)
+    assert beta == pytest.approx(0.392)
+    expected, _, _ = hand_loss(x, x_decoded, z_mean, z_log_var, beta)
+    np.testing.assert_allclose(seed_loss * 784, expected, rtol=1e-5)
+
+
+def test_kl_warmup_ramps_beta_then_holds_it():
+    layer = vh.CustomVariationalLayer(kl_weight=0.5)
+    warmup = vh.KLWarmup(layer, steps=4)
+    seen = []
+    for batch in range(6):
+        warmup.on_train_batch_begin(batch)
+        seen.append(float(layer.kl_weight.numpy()))
+    assert seen == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
+
+
+def test_weights_round_trip_and_a_wrong_file_is_named(tmp_path):
+    vae, _, decoder = vh.build_vae(2, seed=0)
+    path = tmp_path / "vae.weights.h5"
+    vh.save_weights(vae, path)
+    fresh, _, fresh_decoder = vh.build_vae(2, seed=0)
+    vh.load_weights(fresh, path)
+    z = RNG.normal(size=(4, 2)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(decoder(z)), np.asarray(fresh_decoder(z)))
+    bigger, _, _ = vh.build_vae(8)
+    with pytest.raises(ValueError, match="does not hold weights for this model"):
+        vh.load_weights(bigger, path)
+    with pytest.raises(FileNotFoundError):
+        vh.load_weights(bigger, tmp_path / "none.weights.h5")
+
+
+def test_whole_model_saves_and_reloads_as_keras_file(tmp_path):
+    vae, _, _ = vh.build_vae(2, kl_weight=0.5, seed=4)
+    path = tmp_path / "vae.keras"
+    vae.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.get_layer("vae_loss").get_config()["kl_weight"] == 0.5
+    assert reloaded.get_layer("sampling").get_config()["seed"] == 4
+    x = RNG.random((2, 28, 28, 1)).astype("float32")
+    z_mean, _ = reloaded.get_layer("encoder")(x)
+    np.testing.assert_allclose(
+        np.asarray(z_mean), np.asarray(vae.get_layer("encoder")(x)[0]), rtol=1e-6
+    )

@@ -108,7 +108,7 @@ def test_fast_run_writes_every_output(fast_run):
 
 
 def test_fast_run_lowers_the_loss(fast_run):
-    """An untrained decoder scores about 784·ln 2 = 543 nats; one short epoch beats it."""
+    """An untrained decoder scores about 784·ln 2 = 543 nats; one epoch beats it."""
     out, _ = fast_run
     history = json.loads((out / "history.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())

@@ -70,7 +70,7 @@ def test_object_array_needing_pickle_is_refused(write_npz):
 def test_corrupt_file(tmp_path):
     path = tmp_path / "corrupt.npz"
     path.write_bytes(b"PK\x03\x04 this is not a zip archive")
-    with pytest.raises(vh.DataError, match="not a readable .npz"):
+    with pytest.raises(vh.DataError, match=r"not a readable \.npz"):
         vh.load_mnist(path)
 
 

@@ -41,6 +41,16 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    if text.strip() == "0":
+        return 0
+    return positive_int(text)
+
+
+def image_count(text):
+    return None if text == "all" else positive_int(text)
+
+
 def non_negative_float(text):
     try:
         value = float(text)
@@ -89,6 +99,23 @@ def parse_args(argv=None):
         "--learning-rate", type=positive_float, default=d["learning_rate"]
     )
     parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument(
+        "--iw-k",
+        type=non_negative_int,
+        default=d["iw_k"],
+        help="importance samples per image for the log-likelihood; 0 = skip it",
+    )
+    parser.add_argument(
+        "--iw-images",
+        type=image_count,
+        default=d["iw_images"],
+        help="how many test images (the first N) the log-likelihood uses, or 'all'",
+    )
+    parser.add_argument(
+        "--no-grid-check",
+        action="store_true",
+        help="skip reading the grid with the cached digit classifier",
+    )
     parser.add_argument(
         "--data",
         metavar="PATH",
@@ -142,6 +169,9 @@ def run(args):
         seed=args.seed,
         xla=not args.no_xla,
         grid_size=GRID_SIZE,
+        iw_k=args.iw_k,
+        iw_images=args.iw_images,
+        grid_check=not args.no_grid_check,
     )
     print(
         f"\ntest negative ELBO: {metrics['test_neg_elbo']:.2f} nats/image "
@@ -152,10 +182,29 @@ def run(args):
         "KL per latent dimension:",
         " ".join(f"{v:.2f}" for v in metrics["test_kl_per_dimension"]),
     )
-    seconds = {key: metrics[f"{key}_seconds"] for key in ("train", "eval", "grid")}
+    if "test_iw_log_likelihood" in metrics:
+        print(
+            f"test log-likelihood (importance-weighted, k={metrics['iw_k']}, first "
+            f"{metrics['iw_images']} test images): "
+            f"{metrics['test_iw_log_likelihood']:.2f} ± "
+            f"{metrics['test_iw_standard_error']:.2f} nats/image"
+        )
+    if "grid_digits_found" in metrics:
+        print(
+            f"grid check: {len(metrics['grid_digits_found'])} of 10 digits "
+            f"({' '.join(map(str, metrics['grid_digits_found']))}); "
+            f"{metrics['grid_confident_share']:.0%} of cells read with confidence "
+            f">= 0.9 by a digit classifier "
+            f"({metrics['classifier_test_accuracy']:.2%} test accuracy)"
+        )
+    seconds = {
+        key: metrics[f"{key}_seconds"]
+        for key in ("train", "eval", "iw", "grid", "check")
+    }
     print(
         f"time: training {seconds['train']:.1f} s ({metrics['epochs']} epochs), "
-        f"evaluation {seconds['eval']:.1f} s, grid {seconds['grid']:.1f} s"
+        f"ELBO {seconds['eval']:.1f} s, log-likelihood {seconds['iw']:.1f} s, "
+        f"grid {seconds['grid']:.1f} s, grid check {seconds['check']:.1f} s"
     )
     print(f"wrote grid.png, metrics.json, history.json, vae.weights.h5 to {output_dir}")
     return metrics

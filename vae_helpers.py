@@ -59,6 +59,7 @@ MNIST_PATH_ENV = "VAE_MNIST_PATH"
 FAST_ENV = "VAE_FAST"
 FAST_TRAIN_IMAGES = 2048
 FAST_TEST_IMAGES = 512
+FAST_IW_IMAGES = 32
 
 # The defaults of `python vae.py`: measured, not guessed (see the README).
 DEFAULTS = {
@@ -69,6 +70,8 @@ DEFAULTS = {
     "kl_warmup_epochs": 1.0,
     "learning_rate": 1e-3,
     "seed": 1337,
+    "iw_k": 1000,
+    "iw_images": 1000,  # the first 1,000 test images: about 10% of the run's time
 }
 
 
@@ -428,14 +431,19 @@ def train_and_save(
     seed=DEFAULTS["seed"],
     xla=True,
     grid_size=15,
+    iw_k=DEFAULTS["iw_k"],
+    iw_images=DEFAULTS["iw_images"],
+    grid_check=True,
     verbose="auto",
 ):
     """The whole default run, as `python vae.py` does it: train, score, grid, save.
 
     Writes grid.png, metrics.json, history.json and vae.weights.h5 into
     `output_dir` (default `results_dir()`), each atomically. In fast mode it
-    trains one epoch on a small subset. Returns (vae, encoder, decoder, metrics,
-    history).
+    trains one epoch on a small subset. The importance-weighted log-likelihood
+    uses the first `iw_images` test images (None: all) with `iw_k` samples each
+    (0: skip); the grid check reads the grid with the cached digit classifier.
+    Returns (vae, encoder, decoder, metrics, history).
     """
     out = Path(output_dir) if output_dir is not None else results_dir()
     (x_train, _), (x_test, _) = load_mnist(data)
@@ -465,14 +473,42 @@ def train_and_save(
     eval_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    save_grid_png(decode_grid(decoder, grid_size), out / "grid.png")
+    iw = {}
+    if iw_k:
+        n = len(x_test) if iw_images is None else min(iw_images, len(x_test))
+        n = min(n, FAST_IW_IMAGES) if fast_mode() else n
+        ll = importance_weighted_log_likelihood(
+            encoder, decoder, x_test[:n], iw_k, seed
+        )
+        mean, error = summarize(ll)
+        iw = {"test_iw_log_likelihood": mean, "test_iw_standard_error": error}
+        iw |= {"iw_k": iw_k, "iw_images": n}
+    iw_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    grid = decode_grid(decoder, grid_size)
+    save_grid_png(grid, out / "grid.png")
     grid_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    check = {}
+    if grid_check:
+        classifier, accuracy = load_or_train_classifier(data)
+        found = grid_digit_check(classifier, grid, grid_size)
+        check = {
+            "grid_digits_found": found["digits_found"],
+            "grid_confident_share": found["confident_share"],
+            "classifier_test_accuracy": accuracy,
+        }
+    check_seconds = time.perf_counter() - start
 
     metrics = {
         "test_neg_elbo": scores["neg_elbo"],
         "test_reconstruction": scores["reconstruction"],
         "test_kl": scores["kl"],
         "test_kl_per_dimension": [float(v) for v in kl_dims],
+        **iw,
+        **check,
         "epochs": epochs,
         "batch_size": batch_size,
         "latent_dim": latent_dim,
@@ -486,7 +522,9 @@ def train_and_save(
         "fast_mode": fast_mode(),
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
+        "iw_seconds": iw_seconds,
         "grid_seconds": grid_seconds,
+        "check_seconds": check_seconds,
         "seconds_per_epoch": history["seconds"],
         "versions": versions(),
     }
@@ -549,10 +587,133 @@ def kl_per_dimension(encoder, x, batch_size=1000):
     return kl.mean(axis=0)
 
 
+def _log_normal(z, mean, log_var):
+    """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
+    return -0.5 * np.sum(
+        np.log(2 * np.pi) + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1
+    )
+
+
+def _log_bernoulli(x, probabilities):
+    """log p(x | z) for each decoded image: minus the summed binary cross-entropy."""
+    p = np.clip(probabilities.astype("float64"), 1e-7, 1 - 1e-7)
+    return np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=-1)
+
+
+def importance_weighted_log_likelihood(
+    encoder, decoder, x, k=1000, seed=0, max_decodes=2000
+):
+    """log p(x) per image, estimated with k importance samples from q(z | x).
+
+    log p(x) ≈ log (1/k) Σ_i p(x | z_i) p(z_i) / q(z_i | x)  (Burda et al., 2016):
+    a lower bound that tightens as k grows (k = 1 is the ELBO). Image n's
+    noise comes from its own stream (seed, n), so the result does not depend
+    on how the images are batched. Returns nats per image (higher is better).
+    """
+    from scipy.special import logsumexp
+
+    z_mean, z_log_var = encode(encoder, x)
+    latent_dim = z_mean.shape[-1]
+    pixels = np.asarray(x, "float64").reshape(len(x), -1)
+    log_likelihood = np.empty(len(x))
+    images_per_chunk = max(1, max_decodes // k)
+    for start in range(0, len(x), images_per_chunk):
+        rows = np.arange(start, min(start + images_per_chunk, len(x)))
+        epsilon = np.stack(
+            [
+                np.random.default_rng([seed, n]).standard_normal((k, latent_dim))
+                for n in rows
+            ]
+        )
+        mean, log_var = z_mean[rows, None], z_log_var[rows, None]
+        z = (mean + np.exp(0.5 * log_var) * epsilon).astype("float32")
+        decoded = np.asarray(decoder(z.reshape(-1, latent_dim), training=False))
+        decoded = decoded.reshape(len(rows), k, -1)
+        log_weights = (
+            _log_bernoulli(pixels[rows, None], decoded)
+            + _log_normal(z, 0.0, 0.0)
+            - _log_normal(z, mean, log_var)
+        )
+        log_likelihood[rows] = logsumexp(log_weights, axis=1) - np.log(k)
+    return log_likelihood
+
+
+def summarize(values):
+    """Mean and its standard error, for a per-image estimate."""
+    values = np.asarray(values, "float64")
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
 def encode(encoder, x, batch_size=1000):
     """(z_mean, z_log_var) as NumPy arrays for all of x."""
     z_mean, z_log_var = encoder.predict(x, batch_size=batch_size, verbose=0)
     return z_mean, z_log_var
+
+
+# ----------------------------------------------------------------------------
+# A digit classifier, to read a grid without a human
+# ----------------------------------------------------------------------------
+
+
+def build_classifier() -> keras.Model:
+    """A small convnet for MNIST digits (about 99.2% test accuracy in 3 epochs)."""
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    x = layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="digit_classifier")
+
+
+def classifier_path() -> Path:
+    return (
+        Path(__file__).resolve().parent / "results" / "classifier" / "classifier.keras"
+    )
+
+
+def load_or_train_classifier(data=None, path=None, epochs=3, seed=0):
+    """The digit classifier, trained once on MNIST's training set and cached.
+
+    Returns (model, test_accuracy); the accuracy is stored beside the model.
+    """
+    path = Path(path) if path is not None else classifier_path()
+    info = path.with_suffix(".json")
+    if path.is_file() and info.is_file():
+        model = keras.saving.load_model(path)
+        return model, json.loads(info.read_text())["test_accuracy"]
+    (x_train, y_train), (x_test, y_test) = load_mnist(data)
+    keras.utils.set_random_seed(seed)
+    model = build_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=2)
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    write_json({"test_accuracy": float(accuracy), "epochs": epochs}, info)
+    return model, float(accuracy)
+
+
+def grid_digit_check(classifier, grid, n=15, confidence=0.9):
+    """Which digits a classifier reads in the grid's n·n cells.
+
+    Returns the label and confidence of every cell, the sorted set of digits
+    read with at least `confidence`, and the share of such confident cells.
+    """
+    cells = np.asarray(grid).reshape(n, 28, n, 28).transpose(0, 2, 1, 3)
+    probabilities = classifier.predict(cells.reshape(-1, 28, 28, 1), verbose=0)
+    labels, confidences = probabilities.argmax(-1), probabilities.max(-1)
+    sure = confidences >= confidence
+    return {
+        "labels": labels.reshape(n, n).tolist(),
+        "digits_found": sorted({int(d) for d in labels[sure]}),
+        "confident_share": float(sure.mean()),
+    }
 
 
 # ----------------------------------------------------------------------------

@@ -96,8 +96,17 @@ def test_fast_run_writes_every_output(fast_run):
         "batch_size",
         "train_seconds",
         "seed",
+        "test_iw_log_likelihood",
+        "test_iw_standard_error",
+        "grid_digits_found",
+        "grid_confident_share",
+        "iw_seconds",
+        "check_seconds",
     ):
         assert key in metrics
+    # The importance-weighted estimate is a tighter bound than the ELBO.
+    assert metrics["test_iw_log_likelihood"] > -metrics["test_neg_elbo"] - 5
+    assert metrics["iw_k"] == 1000
     assert metrics["seed"] == 7 and metrics["epochs"] == 1 and metrics["fast_mode"]
     assert metrics["test_neg_elbo"] == pytest.approx(
         metrics["test_reconstruction"] + metrics["test_kl"], rel=1e-5
@@ -136,3 +145,24 @@ def test_interrupted_run_leaves_no_file(tmp_path):
     assert process.returncode != 0, seen + rest
     assert "interrupted" in rest
     assert list(out.iterdir()) == []
+
+
+def test_same_seed_gives_the_same_outputs(fast_run, tmp_path):
+    """Same seed, machine and flags: the same grid.png byte for byte."""
+    first, _ = fast_run
+    result = run_cli("--output-dir", tmp_path, "--seed", "7", env={"VAE_FAST": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "grid.png").read_bytes() == (first / "grid.png").read_bytes()
+    timing = (
+        "seconds",
+        "train_seconds",
+        "eval_seconds",
+        "iw_seconds",
+        "grid_seconds",
+        "check_seconds",
+        "seconds_per_epoch",
+    )
+    one, two = (json.loads((d / "metrics.json").read_text()) for d in (first, tmp_path))
+    assert {k: v for k, v in one.items() if k not in timing} == {
+        k: v for k, v in two.items() if k not in timing
+    }

@@ -1,0 +1,75 @@
+"""Evaluation: the importance-weighted log-likelihood and the grid's digit check."""
+
+import numpy as np
+import pytest
+
+import vae_helpers as vh
+
+
+@pytest.fixture(scope="module")
+def trained_parts():
+    """A VAE trained briefly in fast mode on the real data, and its test images."""
+    (x_train, _), (x_test, y_test) = vh.load_mnist()
+    vh.keras.utils.set_random_seed(0)
+    vae, encoder, decoder = vh.build_vae(2, seed=0)
+    vh.compile_vae(vae)
+    vh.train_vae(vae, x_train[:2048], epochs=2, batch_size=128, verbose=0)
+    return encoder, decoder, x_test[:40], y_test
+
+
+def test_iw_estimate_is_at_least_the_elbo(trained_parts):
+    encoder, decoder, x, _ = trained_parts
+    log_likelihood = vh.importance_weighted_log_likelihood(encoder, decoder, x, k=200)
+    elbo = -vh.evaluate_elbo(encoder, decoder, x, batch_size=len(x))["neg_elbo"]
+    k1 = vh.importance_weighted_log_likelihood(encoder, decoder, x, k=1)
+    assert log_likelihood.shape == (len(x),)
+    assert log_likelihood.mean() >= elbo
+    assert log_likelihood.mean() > k1.mean()  # more samples, tighter bound
+    assert abs(k1.mean() - elbo) < 10  # k = 1 is a one-sample ELBO
+
+
+def test_iw_estimate_does_not_depend_on_batching(trained_parts):
+    encoder, decoder, x, _ = trained_parts
+    one = vh.importance_weighted_log_likelihood(
+        encoder, decoder, x, k=50, max_decodes=50
+    )
+    many = vh.importance_weighted_log_likelihood(
+        encoder, decoder, x, k=50, max_decodes=2000
+    )
+    np.testing.assert_allclose(one, many, rtol=1e-5)
+    other_seed = vh.importance_weighted_log_likelihood(
+        encoder, decoder, x, k=50, seed=1
+    )
+    assert not np.allclose(one, other_seed)
+
+
+def test_summarize_gives_mean_and_standard_error():
+    mean, error = vh.summarize([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert error == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    model, accuracy = vh.load_or_train_classifier()
+    assert accuracy >= 0.99
+    return model
+
+
+def test_classifier_finds_all_ten_digits_in_a_grid_of_real_digits(classifier):
+    (_, _), (x_test, y_test) = vh.load_mnist()
+    picks = np.concatenate([np.flatnonzero(y_test == d)[:23] for d in range(10)])[:225]
+    grid = vh.tile_digits(x_test[picks], 15)
+    check = vh.grid_digit_check(classifier, grid)
+    assert check["digits_found"] == list(range(10))
+    assert check["confident_share"] > 0.9
+    assert np.array(check["labels"]).shape == (15, 15)
+
+
+def test_classifier_finds_one_digit_in_a_grid_of_one_repeated_digit(classifier):
+    (_, _), (x_test, y_test) = vh.load_mnist()
+    seven = x_test[np.flatnonzero(y_test == 7)[0]]
+    grid = vh.tile_digits(np.repeat(seven[None], 225, axis=0), 15)
+    check = vh.grid_digit_check(classifier, grid)
+    assert check["digits_found"] == [7]
+    assert check["confident_share"] == 1.0

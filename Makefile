@@ -2,6 +2,7 @@
 #   make run    set up .venv, train 10 epochs, write results/vae/grid.png
 #   make test   set up .venv, lint, unit tests, notebooks (fast mode), book (fast) + browser test
 #   make book   build the full book (executes every chapter; trains 10 epochs once, then cached)
+#   make bench  the training benchmark: seed vs keras.io vs this default (1.5-2 h)
 # Offline? export VAE_MNIST_PATH=/path/to/mnist.npz (Keras' layout) first.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint unit notebooks book book-fast browser-test clean
+.PHONY: setup run test lint unit notebooks book book-fast browser-test bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ browser-test: book-fast
 	$(BIN)/pytest tests -m browser -p no:cacheprovider
 
 test: lint unit notebooks browser-test
+
+bench: setup
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf _build results/vae-fast .pytest_cache

@@ -93,7 +93,7 @@ def parse_args(argv=None):
         "--kl-warmup-epochs",
         type=non_negative_float,
         default=d["kl_warmup_epochs"],
-        help="ramp β from 0 over this many epochs (guards against collapse); 0 = off",
+        help="ramp β from 0 over this many epochs (a guard against collapse); 0 = off",
     )
     parser.add_argument(
         "--learning-rate", type=positive_float, default=d["learning_rate"]
@@ -166,6 +166,7 @@ def run(args):
         kl_weight=args.kl_weight,
         kl_warmup_epochs=args.kl_warmup_epochs,
         learning_rate=args.learning_rate,
+        lr_warmup_epochs=args.lr_warmup_epochs,
         seed=args.seed,
         xla=not args.no_xla,
         grid_size=GRID_SIZE,

@@ -188,3 +188,15 @@ def test_whole_model_saves_and_reloads_as_keras_file(tmp_path):
     np.testing.assert_allclose(
         np.asarray(z_mean), np.asarray(vae.get_layer("encoder")(x)[0]), rtol=1e-6
     )
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    vae, _, _ = vh.build_vae(2)
+    vh.compile_vae(vae, 1e-3, decay_steps=100, warmup_steps=10, jit_compile=False)
+    schedule = vae.optimizer._learning_rate  # the schedule object Adam was given
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates[0] == 0.0
+    assert rates[1] == pytest.approx(5e-4)
+    assert rates[2] == pytest.approx(1e-3)
+    assert rates[3] == pytest.approx(5e-4, rel=1e-3)  # half-way down the cosine
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)

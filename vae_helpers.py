@@ -389,6 +389,26 @@ def compile_vae(
     return vae
 
 
+def compile_for_run(
+    vae,
+    train_images,
+    epochs=DEFAULTS["epochs"],
+    batch_size=DEFAULTS["batch_size"],
+    learning_rate=DEFAULTS["learning_rate"],
+    lr_warmup_epochs=DEFAULTS["lr_warmup_epochs"],
+    jit_compile=True,
+):
+    """`compile_vae` with the default schedule laid over a whole run's steps."""
+    steps_per_epoch = math.ceil(train_images / batch_size)
+    return compile_vae(
+        vae,
+        learning_rate,
+        decay_steps=epochs * steps_per_epoch,
+        warmup_steps=round(lr_warmup_epochs * steps_per_epoch),
+        jit_compile=jit_compile,
+    )
+
+
 def train_vae(
     vae,
     x_train,
@@ -466,13 +486,8 @@ def train_and_save(
 
     keras.utils.set_random_seed(seed)
     vae, encoder, decoder = build_vae(latent_dim, kl_weight, seed)
-    steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    compile_vae(
-        vae,
-        learning_rate,
-        decay_steps=epochs * steps_per_epoch,
-        warmup_steps=round(lr_warmup_epochs * steps_per_epoch),
-        jit_compile=xla,
+    compile_for_run(
+        vae, len(x_train), epochs, batch_size, learning_rate, lr_warmup_epochs, xla
     )
 
     start = time.perf_counter()

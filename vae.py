@@ -75,8 +75,12 @@ def parse_args(argv=None):
         description="Train the MNIST VAE and write a grid of generated digits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive_int, default=d["epochs"])
-    parser.add_argument("--batch-size", type=positive_int, default=d["batch_size"])
+    parser.add_argument(
+        "--epochs", type=positive_int, default=d["epochs"], help="passes over the data"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=d["batch_size"], help="images a step"
+    )
     parser.add_argument(
         "--latent-dim",
         type=positive_int,
@@ -96,9 +100,20 @@ def parse_args(argv=None):
         help="ramp β from 0 over this many epochs (a guard against collapse); 0 = off",
     )
     parser.add_argument(
-        "--learning-rate", type=positive_float, default=d["learning_rate"]
+        "--learning-rate",
+        type=positive_float,
+        default=d["learning_rate"],
+        help="Adam's peak learning rate",
     )
-    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument(
+        "--lr-warmup-epochs",
+        type=non_negative_float,
+        default=d["lr_warmup_epochs"],
+        help="raise the learning rate from 0 over this many epochs, then cosine decay",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=d["seed"], help="same seed, same results"
+    )
     parser.add_argument(
         "--iw-k",
         type=non_negative_int,

@@ -425,7 +425,9 @@ def train_vae(
     needs only the images.
     """
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    warmup = KLWarmup(loss_layer(vae), round(kl_warmup_epochs * steps_per_epoch))
+    warmup_steps = round(kl_warmup_epochs * steps_per_epoch)
+    if warmup_steps:  # without a ramp, no per-step callback work at all
+        callbacks = [KLWarmup(loss_layer(vae), warmup_steps), *callbacks]
     history = vae.fit(
         x_train,
         None,
@@ -433,7 +435,7 @@ def train_vae(
         batch_size=batch_size,
         shuffle=True,
         validation_data=None if x_val is None else (x_val, None),
-        callbacks=[warmup, EpochTimer(), keras.callbacks.TerminateOnNaN(), *callbacks],
+        callbacks=[EpochTimer(), keras.callbacks.TerminateOnNaN(), *callbacks],
         verbose=verbose,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}

@@ -482,8 +482,8 @@ def train_and_save(
     Returns (vae, encoder, decoder, metrics, history).
     """
     out = Path(output_dir) if output_dir is not None else results_dir()
-    (x_train, _), (x_test, _) = load_mnist(data)
-    x_train, _, x_test, _ = fast_subset(x_train, _, x_test, _)
+    (x_train, y_train), (x_test, y_test) = load_mnist(data)
+    x_train, _, x_test, _ = fast_subset(x_train, y_train, x_test, y_test)
     epochs = 1 if fast_mode() else epochs
 
     keras.utils.set_random_seed(seed)

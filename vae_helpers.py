@@ -65,7 +65,7 @@ FAST_IW_IMAGES = 32
 # The defaults of `python vae.py`: measured, not guessed (see the README).
 DEFAULTS = {
     "epochs": 10,
-    "batch_size": 128,
+    "batch_size": 32,
     "latent_dim": 2,
     "kl_weight": 1.0,
     "kl_warmup_epochs": 0.0,
@@ -743,8 +743,8 @@ def grid_digit_check(classifier, grid, n=15, confidence=0.9):
     Returns the label and confidence of every cell, the sorted set of digits
     read with at least `confidence`, and the share of such confident cells.
     """
-    cells = np.asarray(grid).reshape(n, 28, n, 28).transpose(0, 2, 1, 3)
-    probabilities = classifier.predict(cells.reshape(-1, 28, 28, 1), verbose=0)
+    cells = grid_cells(grid, n)
+    probabilities = classifier.predict(cells[..., None], verbose=0)
     labels, confidences = probabilities.argmax(-1), probabilities.max(-1)
     sure = confidences >= confidence
     return {
@@ -785,6 +785,13 @@ def tile_digits(digits, n: int):
     """(n·n, 28, 28[, 1]) digits, row by row -> one (28·n, 28·n) image."""
     digits = np.asarray(digits).reshape(n, n, 28, 28)
     return digits.transpose(0, 2, 1, 3).reshape(n * 28, n * 28)
+
+
+def grid_cells(grid, n: int = 15):
+    """One (28·n, 28·n) grid image -> its (n·n, 28, 28) digits, row by row:
+    the inverse of `tile_digits`."""
+    cells = np.asarray(grid).reshape(n, 28, n, 28).transpose(0, 2, 1, 3)
+    return cells.reshape(n * n, 28, 28)
 
 
 def decode_grid(decoder, n: int = 15):

@@ -82,7 +82,9 @@ QUICK = {
     "ref_steps": 3,
     "ref_repeats": 2,
 }
-REFERENCE_BATCH = 128
+# The reference step runs at the default's batch size, so (c) is compared with
+# the same work per step.
+REFERENCE_BATCH = vh.DEFAULTS["batch_size"]
 
 
 @dataclass(frozen=True)
@@ -505,7 +507,8 @@ def make_reference_step(params, jit_compile=True, lr=1e-3, beta_1=0.9, beta_2=0.
 
 
 class ReferenceRunner:
-    """Calls a reference step on up to 8 fixed batches of 128 images, in turn."""
+    """Calls a reference step on up to 8 fixed batches of REFERENCE_BATCH images,
+    in turn."""
 
     def __init__(self, x_train, jit_compile, seed=0):
         self.step, self.parameters = make_reference_step(
@@ -532,7 +535,7 @@ REFERENCE_VARIANTS = {"xla": True, "no_xla": False}
 
 
 def reference_step_rate(x_train, forward_macs, warmup, steps, repeats, seed=0):
-    """Steady-state rate of the raw reference step at batch 128.
+    """Steady-state rate of the raw reference step at REFERENCE_BATCH (the default's).
 
     Times the step with XLA (tf.function(jit_compile=True)) and, as a check,
     the same tf.function without XLA. Each variant runs `warmup` steps first

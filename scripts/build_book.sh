@@ -20,7 +20,7 @@
 #      .css found there to every page.)
 #   3. `jb build` with warnings as errors. Executed notebooks are cached per output
 #      folder, so fast and full builds never share outputs: the cache is keyed on
-#      the notebook source, not on VAE_FAST.
+#      the notebook source, not on VAE_FAST. A change to vae_helpers.py clears it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -81,7 +81,19 @@ cp -r "$mathjax/es5/input" "$mathjax/es5/ui" "$mathjax/es5/a11y" "$mathjax/es5/s
     "$mathjax/es5/adaptors" "$vendor/mathjax/es5/"
 cp -r "$mathjax/es5/output/chtml" "$mathjax/es5/output/chtml.js" "$vendor/mathjax/es5/output/"
 
-# 3. The book.
+# 3. The book. The execution cache is keyed on each notebook's own source, so a
+# change to vae_helpers.py (say, a new default) would leave every chapter's old
+# outputs in place, and chapters 7-8 reading weights that chapter 6 no longer
+# writes. A stamp of the module's hash clears the cache when the module changes.
+cache="$output/_build/.jupyter_cache"
+helpers_hash=$(sha256sum vae_helpers.py | cut -d' ' -f1)
+helpers_stamp="$output/.vae-helpers.sha256"
+if [[ -d "$cache" && "$(cat "$helpers_stamp" 2>/dev/null)" != "$helpers_hash" ]]; then
+    echo "== vae_helpers.py changed since the last $mode build: clearing the execution cache"
+    rm -rf "$cache"
+fi
+mkdir -p "$output"
+echo "$helpers_hash" > "$helpers_stamp"
 echo "== jb build ($mode, into $output/)"
 jb build . --config book/_config.yml --toc book/_toc.yml --path-output "$output" \
     -n -W --keep-going

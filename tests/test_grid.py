@@ -42,6 +42,14 @@ def test_tiling_puts_digit_k_in_row_k_div_n_column_k_mod_n():
         assert np.all(image[i * 28 : (i + 1) * 28, j * 28 : (j + 1) * 28] == k)
 
 
+def test_grid_cells_undoes_tiling():
+    n = 3
+    digits = np.random.default_rng(0).random((n * n, 28, 28)).astype("float32")
+    cells = vh.grid_cells(vh.tile_digits(digits, n), n)
+    assert cells.shape == (n * n, 28, 28)
+    np.testing.assert_array_equal(cells, digits)
+
+
 def coordinate_decoder():
     """A fake decoder whose digit is a constant image of sigmoid(z1)."""
     z = keras.Input((2,))

@@ -71,6 +71,9 @@ DEFAULTS = {
     "kl_warmup_epochs": 0.0,
     "learning_rate": 1e-3,
     "lr_warmup_epochs": 0.5,
+    # XLA (jit_compile=True) is slower at batch 32 on the CPUs measured here
+    # (benchmarks/: 12-16% per step); it pays at batch 128. `--xla` turns it on.
+    "xla": False,
     "seed": 1337,
     "iw_k": 1000,
     "iw_images": 1000,  # the first 1,000 test images: about 10% of the run's time
@@ -364,9 +367,9 @@ def compile_vae(
     learning_rate=DEFAULTS["learning_rate"],
     decay_steps=None,
     warmup_steps=0,
-    jit_compile=True,
+    jit_compile=DEFAULTS["xla"],
 ):
-    """Adam, no Keras loss (the loss layer adds it), XLA on.
+    """Adam, no Keras loss (the loss layer adds it), XLA as in DEFAULTS.
 
     With `decay_steps` (the run's total), the learning rate rises linearly
     from 0 over `warmup_steps`, then follows a cosine down to 0 at the last
@@ -396,7 +399,7 @@ def compile_for_run(
     batch_size=DEFAULTS["batch_size"],
     learning_rate=DEFAULTS["learning_rate"],
     lr_warmup_epochs=DEFAULTS["lr_warmup_epochs"],
-    jit_compile=True,
+    jit_compile=DEFAULTS["xla"],
 ):
     """`compile_vae` with the default schedule laid over a whole run's steps."""
     steps_per_epoch = math.ceil(train_images / batch_size)
@@ -465,7 +468,7 @@ def train_and_save(
     learning_rate=DEFAULTS["learning_rate"],
     lr_warmup_epochs=DEFAULTS["lr_warmup_epochs"],
     seed=DEFAULTS["seed"],
-    xla=True,
+    xla=DEFAULTS["xla"],
     grid_size=15,
     iw_k=DEFAULTS["iw_k"],
     iw_images=DEFAULTS["iw_images"],

@@ -16,7 +16,7 @@ Configurations, all trained on the same 60,000 training images:
      on unseen images.
   c  `python vae.py`'s default (vh.DEFAULTS through vh.build_vae,
      vh.compile_for_run, vh.train_vae): Adam, learning rate warmed up to 1e-3
-     over half an epoch then cosine-decayed, β = 1, XLA, batch 128, 10 epochs.
+     over half an epoch then cosine-decayed, β = 1, no XLA, batch 32, 10 epochs.
 
 No configuration runs a validation pass during fit() (vae.py passes the test
 set as validation data): seconds per epoch are training only, and the test
@@ -128,7 +128,7 @@ CONFIGS = {
         f"Adam, lr 0 -> 1e-3 over {vh.DEFAULTS['lr_warmup_epochs']} epoch, cosine to 0",
         vh.DEFAULTS["kl_weight"],
         vh.DEFAULTS["kl_warmup_epochs"],
-        "python vae.py: vh.build_vae + compile_for_run + train_vae, XLA",
+        "python vae.py: vh.build_vae + compile_for_run + train_vae",
     ),
 }
 

@@ -247,7 +247,7 @@ def test_quick_run_trains_each_configuration_as_specified(quick_run):
     assert a["kl_weight"] == pytest.approx(0.392) and a["kl_warmup_epochs"] == 0
     assert b["kl_weight"] == 1 and c["kl_weight"] == 1
     assert c["kl_warmup_epochs"] == vh.DEFAULTS["kl_warmup_epochs"]
-    assert not a["xla"] and c["xla"]
+    assert not a["xla"] and c["xla"] == vh.DEFAULTS["xla"]
 
 
 @QUICK_TIMEOUT

@@ -71,8 +71,8 @@ DEFAULTS = {
     "kl_warmup_epochs": 0.0,
     "learning_rate": 1e-3,
     "lr_warmup_epochs": 0.5,
-    # XLA (jit_compile=True) is slower at batch 32 on the CPUs measured here
-    # (benchmarks/: 12-16% per step); it pays at batch 128. `--xla` turns it on.
+    # XLA (jit_compile=True) made batch-32 steps slower on the CPU measured (the
+    # README has the numbers); it paid at batch 128. `vae.py --xla` turns it on.
     "xla": False,
     "seed": 1337,
     "iw_k": 1000,

@@ -1,6 +1,7 @@
 """`python vae.py`: one-line errors for bad input, and a fast end-to-end run."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 from PIL import Image
+
+import vae_helpers as vh
 
 
 @pytest.mark.parametrize(
@@ -138,7 +141,8 @@ def test_interrupted_run_leaves_no_file(tmp_path):
     )
     seen = ""
     deadline = time.monotonic() + 240
-    while "/469" not in seen and time.monotonic() < deadline:  # training has begun
+    steps = f"/{math.ceil(60_000 / vh.DEFAULTS['batch_size'])}"  # Keras' progress bar
+    while steps not in seen and time.monotonic() < deadline:  # training has begun
         seen += process.stdout.read(1)
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=120)

@@ -2,7 +2,7 @@
 #   make run    set up .venv, train 10 epochs, write results/vae/grid.png
 #   make test   set up .venv, lint, unit tests, notebooks (fast mode), book (fast) + browser test
 #   make book   build the full book (executes every chapter; trains 10 epochs once, then cached)
-#   make bench  the training benchmark: seed vs keras.io vs this default (1.5-2 h)
+#   make bench  the training benchmark: seed vs keras.io vs this default (about 45 min on 2 cores)
 # Offline? export VAE_MNIST_PATH=/path/to/mnist.npz (Keras' layout) first.
 
 PYTHON ?= python3

@@ -1,6 +1,6 @@
 """Training benchmark: three VAE configurations, timed and scored in one run.
 
-    python benchmarks/bench_training.py            # full run, ~1.5-2 h on 2 cores
+    python benchmarks/bench_training.py            # full run, ~45 min on 2 cores
     python benchmarks/bench_training.py --quick    # smoke run, a minute or two
 
 Configurations, all trained on the same 60,000 training images:

@@ -138,6 +138,9 @@ def test_interrupted_run_leaves_no_file(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As from a terminal: a shell started in the background (nohup ... &, some
+        # CI runners) passes SIGINT on as ignored, and Python keeps it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = ""
     deadline = time.monotonic() + 240

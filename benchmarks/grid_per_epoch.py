@@ -84,11 +84,14 @@ def main(argv=None):
         kl_warmup_epochs=args.kl_warmup_epochs,
         verbose=2,
         callbacks=[check],
+        seed=args.seed,
     )
     scores = vh.evaluate_elbo(encoder, decoder, x_test, seed=args.seed)
     print("final", json.dumps(scores), flush=True)
 
     name = f"b{args.batch_size}-s{args.seed}-kl{args.kl_warmup_epochs:g}"
+    if args.learning_rate != d["learning_rate"]:
+        name += f"-lr{args.learning_rate:g}"
     vh.save_grid_png(vh.decode_grid(decoder), args.output_dir / f"{name}.png")
     record = {"settings": vars(args) | {"output_dir": str(args.output_dir)}}
     vh.write_json(

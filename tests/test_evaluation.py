@@ -21,11 +21,19 @@ def test_iw_estimate_is_at_least_the_elbo(trained_parts):
     encoder, decoder, x, _ = trained_parts
     log_likelihood = vh.importance_weighted_log_likelihood(encoder, decoder, x, k=200)
     elbo = -vh.evaluate_elbo(encoder, decoder, x, batch_size=len(x))["neg_elbo"]
-    k1 = vh.importance_weighted_log_likelihood(encoder, decoder, x, k=1)
+    # k = 1 is a one-sample ELBO: averaged over 10 seeds, its sampling noise
+    # (tens of nats an image for a briefly trained model) drops to a few nats.
+    k1 = np.mean(
+        [
+            vh.importance_weighted_log_likelihood(encoder, decoder, x, k=1, seed=s)
+            for s in range(10)
+        ],
+        axis=0,
+    )
     assert log_likelihood.shape == (len(x),)
     assert log_likelihood.mean() >= elbo
     assert log_likelihood.mean() > k1.mean()  # more samples, tighter bound
-    assert abs(k1.mean() - elbo) < 10  # k = 1 is a one-sample ELBO
+    assert abs(k1.mean() - elbo) < 10
 
 
 def test_iw_estimate_does_not_depend_on_batching(trained_parts):

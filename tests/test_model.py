@@ -200,3 +200,22 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert rates[2] == pytest.approx(1e-3)
     assert rates[3] == pytest.approx(5e-4, rel=1e-3)  # half-way down the cosine
     assert rates[4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_image_batches_visit_every_image_once_per_epoch_in_a_seeded_order():
+    x = np.arange(10, dtype="float32").reshape(10, 1, 1, 1) * np.ones((1, 28, 28, 1))
+    batches = vh.image_batches(x, batch_size=4, shuffle_seed=3)
+
+    def epoch(dataset):
+        return [int(b[0, 0, 0]) for batch in dataset for b in np.asarray(batch)]
+
+    first, second = epoch(batches), epoch(batches)
+    assert sorted(first) == sorted(second) == list(range(10))  # a permutation
+    assert first != second  # reshuffled each epoch
+    again = vh.image_batches(x, batch_size=4, shuffle_seed=3)
+    assert epoch(again) == first  # the same seed, the same order
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert epoch(vh.image_batches(x, batch_size=4)) == list(
+        range(10)
+    )  # unseeded: in order
+    assert batches.options().autotune.enabled is False

@@ -207,7 +207,7 @@ def test_image_batches_visit_every_image_once_per_epoch_in_a_seeded_order():
     batches = vh.image_batches(x, batch_size=4, shuffle_seed=3)
 
     def epoch(dataset):
-        return [int(b[0, 0, 0]) for batch in dataset for b in np.asarray(batch)]
+        return [int(b[0, 0, 0]) for batch in dataset for b in batch.numpy()]
 
     first, second = epoch(batches), epoch(batches)
     assert sorted(first) == sorted(second) == list(range(10))  # a permutation

@@ -84,13 +84,15 @@ cp -r "$mathjax/es5/output/chtml" "$mathjax/es5/output/chtml.js" "$vendor/mathja
 # 3. The book. The execution cache is keyed on each notebook's own source, so a
 # change to vae_helpers.py (say, a new default) would leave every chapter's old
 # outputs in place, and chapters 7-8 reading weights that chapter 6 no longer
-# writes. A stamp of the module's hash clears the cache when the module changes.
+# writes. A stamp of the module's hash clears the cache when the module changes,
+# and Sphinx's saved environment with it: otherwise Sphinx re-reads only the
+# pages whose source changed, and the others keep their old outputs.
 cache="$output/_build/.jupyter_cache"
 helpers_hash=$(sha256sum vae_helpers.py | cut -d' ' -f1)
 helpers_stamp="$output/.vae-helpers.sha256"
 if [[ -d "$cache" && "$(cat "$helpers_stamp" 2>/dev/null)" != "$helpers_hash" ]]; then
     echo "== vae_helpers.py changed since the last $mode build: clearing the execution cache"
-    rm -rf "$cache"
+    rm -rf "$cache" "$output/_build/.doctrees"
 fi
 mkdir -p "$output"
 echo "$helpers_hash" > "$helpers_stamp"

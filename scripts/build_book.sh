@@ -2,7 +2,7 @@
 # Builds the HTML book with Jupyter Book 1: `make book` (full) and `make book-fast`.
 #
 #   bash scripts/build_book.sh             full build: every chapter runs as written
-#                                          (chapter 6 trains 10 epochs, ~25 min on
+#                                          (chapter 6 trains 10 epochs, ~15 min on
 #                                          2 cores), into _build/full/
 #   VAE_FAST=1 bash scripts/build_book.sh  fast build (tiny data, one epoch), into
 #                                          _build/fast/

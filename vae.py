@@ -5,7 +5,9 @@
     VAE_FAST=1 python vae.py           # smoke run: small subset, 1 epoch
 
 Writes into --output-dir (default results/vae): grid.png, metrics.json,
-history.json and vae.weights.h5, each atomically.
+history.json, vae.weights.h5 and run.json, swapped in whole when the run ends.
+TensorFlow is imported only once the flags are known to be good, so `--help`
+and every flag error answer at once.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import vae_helpers as vh
+from vae_config import PRECISIONS, RunConfig
 
-GRID_SIZE = 15
+MNIST_PATH_ENV = "VAE_MNIST_PATH"  # as vae_helpers.MNIST_PATH_ENV
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,6 +41,13 @@ def positive_int(text):
             f"must be a positive whole number, got {value}"
         )
     return value
+
+
+def any_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def non_negative_int(text):
@@ -69,91 +78,99 @@ def positive_float(text):
 
 
 def parse_args(argv=None):
-    d = vh.DEFAULTS
+    """Flags -> (RunConfig, data path, output dir); bad ones end in one line."""
+    d = RunConfig()
     parser = OneLineParser(
         prog="vae.py",
         description="Train the MNIST VAE and write a grid of generated digits.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--epochs", type=positive_int, default=d["epochs"], help="passes over the data"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=d["batch_size"], help="images a step"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--epochs", type=positive_int, default=d.epochs, help="passes over the data")
+    add("--batch-size", type=positive_int, default=d.batch_size, help="images a step")
+    add(
         "--latent-dim",
         type=positive_int,
-        default=d["latent_dim"],
+        default=d.latent_dim,
         help="size of z; the grid varies z1 and z2 and holds the others at 0",
     )
-    parser.add_argument(
+    add(
         "--kl-weight",
         type=non_negative_float,
-        default=d["kl_weight"],
+        default=d.kl_weight,
         help="β in recon + β·KL; 1 is the true ELBO (the seed's weighting is 0.392)",
     )
-    parser.add_argument(
+    add(
         "--kl-warmup-epochs",
         type=non_negative_float,
-        default=d["kl_warmup_epochs"],
+        default=d.kl_warmup_epochs,
         help="ramp β from 0 over this many epochs (a guard against collapse); 0 = off",
     )
-    parser.add_argument(
+    add(
         "--learning-rate",
         type=positive_float,
-        default=d["learning_rate"],
+        default=d.learning_rate,
         help="Adam's peak learning rate",
     )
-    parser.add_argument(
+    add(
         "--lr-warmup-epochs",
         type=non_negative_float,
-        default=d["lr_warmup_epochs"],
+        default=d.lr_warmup_epochs,
         help="raise the learning rate from 0 over this many epochs, then cosine decay",
     )
-    parser.add_argument(
-        "--seed", type=int, default=d["seed"], help="same seed, same results"
+    add("--seed", type=any_int, default=d.seed, help="same seed, same results")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="float32, bfloat16 (mixed: float32 weights and loss), or auto: "
+        "bfloat16 only on CPUs with native bf16 (avx512_bf16 or amx_bf16)",
     )
-    parser.add_argument(
+    add(
         "--iw-k",
         type=non_negative_int,
-        default=d["iw_k"],
-        help="importance samples per image for the log-likelihood; 0 = skip it",
+        default=d.iw_k,
+        help="importance samples per image for the IW bound; 0 = skip it",
     )
-    parser.add_argument(
+    add(
         "--iw-images",
         type=image_count,
-        default=d["iw_images"],
-        help="how many test images (the first N) the log-likelihood uses, or 'all'",
+        default=d.iw_images,
+        help="how many test images (the first N) the IW bound uses, or 'all'",
     )
-    parser.add_argument(
+    add(
         "--no-grid-check",
         action="store_true",
         help="skip reading the grid with the cached digit classifier",
     )
-    parser.add_argument(
+    add(
         "--data",
         metavar="PATH",
-        help=f"local MNIST .npz in Keras' layout (else ${vh.MNIST_PATH_ENV}, "
+        help=f"local MNIST .npz in Keras' layout (else ${MNIST_PATH_ENV}, "
         "else Keras downloads it)",
     )
-    parser.add_argument(
+    add(
         "--output-dir",
         type=Path,
         default=None,
         help="where results go (default results/vae; results/vae-fast in fast mode)",
     )
-    parser.add_argument(
+    add(
         "--xla",
         action=argparse.BooleanOptionalAction,
-        default=vh.DEFAULTS["xla"],
+        default=d.xla,
         help="compile each training step with XLA (jit_compile); default off: "
         "slower at batch 32 on the CPUs measured, faster at 128",
     )
     args = parser.parse_args(argv)
-    if args.latent_dim < 2:
-        parser.error("--latent-dim must be at least 2: the grid spans two latent axes")
-    return args
+    fields = {f for f in RunConfig.__dataclass_fields__ if hasattr(args, f)}
+    config = RunConfig(
+        **{f: getattr(args, f) for f in fields}, grid_check=not args.no_grid_check
+    )
+    problems = config.problems()
+    if problems:
+        parser.error(problems[0])
+    return config, args.data, args.output_dir
 
 
 def check_output_dir(path: Path):
@@ -166,47 +183,23 @@ def check_output_dir(path: Path):
         raise OSError(f"cannot write to output dir {path}: {error.strerror}") from None
 
 
-def run(args):
-    output_dir = args.output_dir or vh.results_dir()
-    check_output_dir(output_dir)
-    if vh.fast_mode():
-        print(f"fast mode ({vh.FAST_ENV}=1): a small subset, 1 epoch")
-    if args.latent_dim > 2:
-        print(
-            f"note: latent_dim={args.latent_dim}; the grid varies z1 and z2 and holds "
-            f"the other {args.latent_dim - 2} dimensions at 0"
-        )
-    *_, metrics, _ = vh.train_and_save(
-        output_dir,
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        latent_dim=args.latent_dim,
-        kl_weight=args.kl_weight,
-        kl_warmup_epochs=args.kl_warmup_epochs,
-        learning_rate=args.learning_rate,
-        lr_warmup_epochs=args.lr_warmup_epochs,
-        seed=args.seed,
-        xla=args.xla,
-        grid_size=GRID_SIZE,
-        iw_k=args.iw_k,
-        iw_images=args.iw_images,
-        grid_check=not args.no_grid_check,
-    )
+def report(metrics, output_dir):
+    """The run's scores and times, as a reader wants them at the end."""
     print(
         f"\ntest negative ELBO: {metrics['test_neg_elbo']:.2f} nats/image "
         f"= reconstruction {metrics['test_reconstruction']:.2f} "
-        f"+ KL {metrics['test_kl']:.2f} (β = 1, {metrics['test_images']} test images)"
+        f"+ KL {metrics['test_kl']:.2f} (β = 1, {metrics['test_images']} test "
+        "images; Bernoulli cross-entropy on grey pixels, not a normalised density)"
     )
     print(
         "KL per latent dimension:",
         " ".join(f"{v:.2f}" for v in metrics["test_kl_per_dimension"]),
     )
-    if "test_iw_log_likelihood" in metrics:
+    if "test_iw_bound" in metrics:
         print(
-            f"test log-likelihood (importance-weighted, k={metrics['iw_k']}, first "
+            f"importance-weighted bound (k={metrics['iw_k']}, first "
             f"{metrics['iw_images']} test images): "
-            f"{metrics['test_iw_log_likelihood']:.2f} ± "
+            f"{metrics['test_iw_bound']:.2f} ± "
             f"{metrics['test_iw_standard_error']:.2f} nats/image"
         )
     if "grid_digits_found" in metrics:
@@ -217,28 +210,41 @@ def run(args):
             f">= 0.9 by a digit classifier "
             f"({metrics['classifier_test_accuracy']:.2%} test accuracy)"
         )
-    seconds = {
-        key: metrics[f"{key}_seconds"]
-        for key in ("train", "eval", "iw", "grid", "check")
-    }
+    print(f"precision: {metrics['precision_used']} ({metrics['precision_why']})")
+    stages = ("train", "eval", "iw", "grid", "check")
+    seconds = {key: metrics.get(f"{key}_seconds", 0.0) for key in stages}
     print(
         f"time: training {seconds['train']:.1f} s ({metrics['epochs']} epochs), "
-        f"ELBO {seconds['eval']:.1f} s, log-likelihood {seconds['iw']:.1f} s, "
+        f"ELBO {seconds['eval']:.1f} s, IW bound {seconds['iw']:.1f} s, "
         f"grid {seconds['grid']:.1f} s, grid check {seconds['check']:.1f} s"
     )
     print(f"wrote grid.png, metrics.json, history.json, vae.weights.h5 to {output_dir}")
-    return metrics
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    config, data, output_dir = parse_args(argv)
+    import vae_helpers as vh  # TensorFlow loads here, once the flags are good
+
     try:
-        run(args)
-    except (vh.DataError, OSError) as error:
+        output_dir = output_dir or vh.results_dir()
+        check_output_dir(output_dir)
+        if vh.fast_mode():
+            print(f"fast mode ({vh.FAST_ENV}=1): a small subset, 1 epoch")
+        if config.latent_dim > 2:
+            print(
+                f"note: latent_dim={config.latent_dim}; the grid varies z1 and z2 "
+                f"and holds the other {config.latent_dim - 2} dimensions at 0"
+            )
+        *_, metrics, _ = vh.train_and_save(config, output_dir, data=data)
+        report(metrics, output_dir)
+    except (vh.DataError, vh.ConfigError, OSError) as error:
         print(f"vae.py: error: {error}", file=sys.stderr)
         return 2
+    except vh.TrainingDiverged as error:
+        print(f"vae.py: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("vae.py: interrupted; no partial files were written", file=sys.stderr)
+        print("vae.py: interrupted; the output dir is as it was", file=sys.stderr)
         return 130
     return 0
 

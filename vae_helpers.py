@@ -9,15 +9,20 @@ evaluation, the grid, plots, and small file utilities.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+import uuid
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from vae_config import RunConfig
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,21 +68,7 @@ FAST_TEST_IMAGES = 512
 FAST_IW_IMAGES = 32
 
 # The defaults of `python vae.py`: measured, not guessed (see the README).
-DEFAULTS = {
-    "epochs": 10,
-    "batch_size": 32,
-    "latent_dim": 2,
-    "kl_weight": 1.0,
-    "kl_warmup_epochs": 3.0,
-    "learning_rate": 2e-3,
-    "lr_warmup_epochs": 0.5,
-    # XLA (jit_compile=True) made batch-32 steps slower on the CPU measured (the
-    # README has the numbers); it paid at batch 128. `vae.py --xla` turns it on.
-    "xla": False,
-    "seed": 1337,
-    "iw_k": 1000,
-    "iw_images": 1000,  # the first 1,000 test images: about 10% of the run's time
-}
+DEFAULTS = RunConfig()
 
 
 def seed_kl_weight(latent_dim: int = 2) -> float:
@@ -229,7 +220,9 @@ class Sampling(layers.Layer):
 
     def call(self, inputs):
         z_mean, z_log_var = inputs
-        epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        epsilon = keras.random.normal(
+            ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
+        )  # in the compute dtype: bfloat16 under mixed precision
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
     def get_config(self):
@@ -237,19 +230,38 @@ class Sampling(layers.Layer):
 
 
 def build_decoder(latent_dim: int = 2) -> keras.Model:
-    """z -> Bernoulli means p(x | z) for every pixel, shaped (28, 28, 1)."""
+    """z -> Bernoulli means p(x | z) for every pixel, shaped (28, 28, 1).
+
+    The sigmoid is a layer of its own after the layer named "logits", so the
+    loss can read the logits (`decoder_logits`) and never take log(sigmoid).
+    """
     inputs = keras.Input(shape=(latent_dim,), name="z")
     x = layers.Dense(14 * 14 * 64, activation="relu")(inputs)
     x = layers.Reshape((14, 14, 64))(x)
     x = layers.Conv2DTranspose(32, 3, padding="same", activation="relu", strides=2)(x)
-    outputs = layers.Conv2D(1, 3, padding="same", activation="sigmoid")(x)
+    logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)
+    outputs = layers.Activation("sigmoid", name="pixel_means")(logits)
     return keras.Model(inputs, outputs, name="decoder")
 
 
-def reconstruction_loss(x, x_decoded):
-    """Binary cross-entropy summed over the 784 pixels: -log p(x | z) per image."""
+def decoder_logits(decoder: keras.Model) -> keras.Model:
+    """The decoder without its final sigmoid: same weights, logits out."""
+    return keras.Model(
+        decoder.input, decoder.get_layer("logits").output, name="decoder_logits"
+    )
+
+
+def reconstruction_loss(x, x_decoded, from_logits=False):
+    """Binary cross-entropy summed over the 784 pixels: -log p(x | z) per image.
+
+    The model passes logits (`from_logits=True`): the loss is then exact for
+    any logit. From probabilities, Keras clips them to [1e-7, 1 - 1e-7], so a
+    confidently wrong pixel costs at most 16.1 nats and gets no gradient.
+    """
     bce = ops.binary_crossentropy(
-        ops.reshape(x, (-1, PIXELS)), ops.reshape(x_decoded, (-1, PIXELS))
+        ops.reshape(x, (-1, PIXELS)),
+        ops.reshape(x_decoded, (-1, PIXELS)),
+        from_logits=from_logits,
     )
     return ops.sum(bce, axis=-1)
 
@@ -266,7 +278,10 @@ class CustomVariationalLayer(layers.Layer):
     """Adds the VAE loss to the model with `self.add_loss`; passes x through.
 
     The loss is the negative ELBO per image, averaged over the batch:
-    sum of BCE over pixels + β · KL summed over latent dimensions. Keras 3
+    sum of BCE over pixels (from the decoder's logits) + β · KL summed over
+    latent dimensions. It computes in float32 even under mixed precision:
+    bfloat16 keeps about 3 significant digits, too few for a sum of 784 pixel
+    terms near 140 nats. Keras 3
     dropped `add_loss(loss, inputs=...)`; calling `self.add_loss(loss)` inside
     `call()` works, with `model.compile(loss=None)`. β lives in a variable so a
     warm-up callback can ramp it without recompiling. Each term is logged as a
@@ -274,6 +289,7 @@ class CustomVariationalLayer(layers.Layer):
     """
 
     def __init__(self, kl_weight: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.target_kl_weight = float(kl_weight)
         self.kl_weight = self.add_weight(
@@ -286,8 +302,8 @@ class CustomVariationalLayer(layers.Layer):
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
     def call(self, inputs):
-        x, x_decoded, z_mean, z_log_var = inputs
-        reconstruction = reconstruction_loss(x, x_decoded)
+        x, x_logits, z_mean, z_log_var = (ops.cast(t, "float32") for t in inputs)
+        reconstruction = reconstruction_loss(x, x_logits, from_logits=True)
         kl = kl_divergence(z_mean, z_log_var)
         self.add_loss(ops.mean(reconstruction + self.kl_weight * kl))
         self.reconstruction_tracker.update_state(reconstruction)
@@ -299,9 +315,9 @@ class CustomVariationalLayer(layers.Layer):
 
 
 def build_vae(
-    latent_dim: int = DEFAULTS["latent_dim"],
-    kl_weight: float = DEFAULTS["kl_weight"],
-    seed: int | None = DEFAULTS["seed"],
+    latent_dim: int = DEFAULTS.latent_dim,
+    kl_weight: float = DEFAULTS.kl_weight,
+    seed: int | None = DEFAULTS.seed,
 ):
     """The whole model: encoder -> sampling -> decoder -> loss layer.
 
@@ -312,15 +328,52 @@ def build_vae(
     inputs = keras.Input(shape=IMAGE_SHAPE, name="image")
     z_mean, z_log_var = encoder(inputs)
     z = Sampling(seed=seed, name="sampling")([z_mean, z_log_var])
-    x_decoded = decoder(z)
+    x_logits = decoder_logits(decoder)(z)
     outputs = CustomVariationalLayer(kl_weight, name="vae_loss")(
-        [inputs, x_decoded, z_mean, z_log_var]
+        [inputs, x_logits, z_mean, z_log_var]
     )
     return keras.Model(inputs, outputs, name="vae"), encoder, decoder
 
 
 def loss_layer(vae: keras.Model) -> CustomVariationalLayer:
     return vae.get_layer("vae_loss")
+
+
+def assert_same_network(model, reference, inputs, tolerance=1e-6) -> int:
+    """Fails unless `model` (a chapter's) is `reference` (this module's).
+
+    Layer by layer: same classes, configurations and output shapes; the names
+    this module chooses (z_mean, logits) must match, automatic ones (conv2d_3,
+    numbered by what was built before) are ignored. Then `model`'s weights
+    are copied into `reference` and both must give the same outputs on
+    `inputs`. Returns the number of layers compared.
+    """
+    import re
+
+    def automatic(layer):
+        snake = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", type(layer).__name__)
+        snake = re.sub(r"([a-z])([A-Z])", r"\1_\2", snake).lower()
+        return re.fullmatch(rf"{snake}(_\d+)?", layer.name) is not None
+
+    assert model.name == reference.name, (model.name, reference.name)
+    assert len(model.layers) == len(reference.layers), "different number of layers"
+    for ours, theirs in zip(model.layers, reference.layers, strict=True):
+        assert type(ours) is type(theirs), (ours.name, theirs.name)
+        ours_config, their_config = ours.get_config(), theirs.get_config()
+        if automatic(theirs):
+            ours_config.pop("name"), their_config.pop("name")
+        assert ours_config == their_config, (ours.name, theirs.name)
+        assert ours.output.shape == theirs.output.shape, ours.name
+    assert model.count_params() == reference.count_params()
+    reference.set_weights(model.get_weights())
+    outputs = zip(
+        keras.tree.flatten(model(inputs)),
+        keras.tree.flatten(reference(inputs)),
+        strict=True,
+    )
+    for ours, theirs in outputs:
+        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance)
+    return len(model.layers)
 
 
 # ----------------------------------------------------------------------------
@@ -367,10 +420,10 @@ class EpochTimer(keras.callbacks.Callback):
 
 def compile_vae(
     vae,
-    learning_rate=DEFAULTS["learning_rate"],
+    learning_rate=DEFAULTS.learning_rate,
     decay_steps=None,
     warmup_steps=0,
-    jit_compile=DEFAULTS["xla"],
+    jit_compile=DEFAULTS.xla,
 ):
     """Adam, no Keras loss (the loss layer adds it), XLA as in DEFAULTS.
 
@@ -398,11 +451,11 @@ def compile_vae(
 def compile_for_run(
     vae,
     train_images,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    learning_rate=DEFAULTS["learning_rate"],
-    lr_warmup_epochs=DEFAULTS["lr_warmup_epochs"],
-    jit_compile=DEFAULTS["xla"],
+    epochs=DEFAULTS.epochs,
+    batch_size=DEFAULTS.batch_size,
+    learning_rate=DEFAULTS.learning_rate,
+    lr_warmup_epochs=DEFAULTS.lr_warmup_epochs,
+    jit_compile=DEFAULTS.xla,
 ):
     """`compile_vae` with the default schedule laid over a whole run's steps."""
     steps_per_epoch = math.ceil(train_images / batch_size)
@@ -441,12 +494,12 @@ def train_vae(
     vae,
     x_train,
     x_val=None,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    kl_warmup_epochs=DEFAULTS["kl_warmup_epochs"],
+    epochs=DEFAULTS.epochs,
+    batch_size=DEFAULTS.batch_size,
+    kl_warmup_epochs=DEFAULTS.kl_warmup_epochs,
     verbose="auto",
     callbacks=(),
-    seed=DEFAULTS["seed"],
+    seed=DEFAULTS.seed,
 ):
     """`fit()` on the images alone, as the seed's `fit(x, None)`; returns the
     history dict (per epoch).
@@ -470,156 +523,6 @@ def train_vae(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def results_dir() -> Path:
-    """Where training writes: results/vae, or results/vae-fast in fast mode.
-
-    Anchored at this file, so notebooks in chapters/ and `vae.py` agree, and a
-    smoke run never overwrites the real results.
-    """
-    return (
-        Path(__file__).resolve().parent
-        / "results"
-        / ("vae-fast" if fast_mode() else "vae")
-    )
-
-
-def train_and_save(
-    output_dir=None,
-    data=None,
-    epochs=DEFAULTS["epochs"],
-    batch_size=DEFAULTS["batch_size"],
-    latent_dim=DEFAULTS["latent_dim"],
-    kl_weight=DEFAULTS["kl_weight"],
-    kl_warmup_epochs=DEFAULTS["kl_warmup_epochs"],
-    learning_rate=DEFAULTS["learning_rate"],
-    lr_warmup_epochs=DEFAULTS["lr_warmup_epochs"],
-    seed=DEFAULTS["seed"],
-    xla=DEFAULTS["xla"],
-    grid_size=15,
-    iw_k=DEFAULTS["iw_k"],
-    iw_images=DEFAULTS["iw_images"],
-    grid_check=True,
-    verbose="auto",
-):
-    """The whole default run, as `python vae.py` does it: train, score, grid, save.
-
-    Writes grid.png, metrics.json, history.json and vae.weights.h5 into
-    `output_dir` (default `results_dir()`), each atomically. In fast mode it
-    trains one epoch on a small subset. The importance-weighted log-likelihood
-    uses the first `iw_images` test images (None: all) with `iw_k` samples each
-    (0: skip); the grid check reads the grid with the cached digit classifier.
-    Returns (vae, encoder, decoder, metrics, history).
-    """
-    out = Path(output_dir) if output_dir is not None else results_dir()
-    (x_train, y_train), (x_test, y_test) = load_mnist(data)
-    x_train, _, x_test, _ = fast_subset(x_train, y_train, x_test, y_test)
-    epochs = 1 if fast_mode() else epochs
-
-    keras.utils.set_random_seed(seed)
-    vae, encoder, decoder = build_vae(latent_dim, kl_weight, seed)
-    compile_for_run(
-        vae, len(x_train), epochs, batch_size, learning_rate, lr_warmup_epochs, xla
-    )
-
-    start = time.perf_counter()
-    history = train_vae(
-        vae,
-        x_train,
-        x_test,
-        epochs=epochs,
-        batch_size=batch_size,
-        kl_warmup_epochs=kl_warmup_epochs,
-        verbose=verbose,
-        seed=seed,
-    )
-    train_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    scores = evaluate_elbo(encoder, decoder, x_test, seed=seed)
-    kl_dims = kl_per_dimension(encoder, x_test)
-    eval_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    iw = {}
-    if iw_k:
-        n = len(x_test) if iw_images is None else min(iw_images, len(x_test))
-        n = min(n, FAST_IW_IMAGES) if fast_mode() else n
-        ll = importance_weighted_log_likelihood(
-            encoder, decoder, x_test[:n], iw_k, seed
-        )
-        mean, error = summarize(ll)
-        iw = {"test_iw_log_likelihood": mean, "test_iw_standard_error": error}
-        iw |= {"iw_k": iw_k, "iw_images": n}
-    iw_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    grid = decode_grid(decoder, grid_size)
-    save_grid_png(grid, out / "grid.png")
-    grid_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
-    check = {}
-    if grid_check:
-        classifier, accuracy = load_or_train_classifier(data)
-        found = grid_digit_check(classifier, grid, grid_size)
-        check = {
-            "grid_digits_found": found["digits_found"],
-            "grid_confident_share": found["confident_share"],
-            "classifier_test_accuracy": accuracy,
-        }
-    check_seconds = time.perf_counter() - start
-
-    metrics = {
-        "test_neg_elbo": scores["neg_elbo"],
-        "test_reconstruction": scores["reconstruction"],
-        "test_kl": scores["kl"],
-        "test_kl_per_dimension": [float(v) for v in kl_dims],
-        **iw,
-        **check,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "latent_dim": latent_dim,
-        "kl_weight": kl_weight,
-        "kl_warmup_epochs": kl_warmup_epochs,
-        "learning_rate": learning_rate,
-        "lr_warmup_epochs": lr_warmup_epochs,
-        "xla": xla,
-        "seed": seed,
-        "train_images": len(x_train),
-        "test_images": len(x_test),
-        "fast_mode": fast_mode(),
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-        "iw_seconds": iw_seconds,
-        "grid_seconds": grid_seconds,
-        "check_seconds": check_seconds,
-        "seconds_per_epoch": history["seconds"],
-        "versions": versions(),
-    }
-    save_weights(vae, out / "vae.weights.h5")
-    write_json(history, out / "history.json")
-    write_json(metrics, out / "metrics.json")
-    return vae, encoder, decoder, metrics, history
-
-
-def load_or_train(output_dir=None, data=None):
-    """The trained default model: loaded from `output_dir` if it was saved there
-    (by `python vae.py` or the training chapter), else trained now and saved.
-
-    Returns (vae, encoder, decoder, metrics, history).
-    """
-    out = Path(output_dir) if output_dir is not None else results_dir()
-    files = [out / name for name in ("vae.weights.h5", "metrics.json", "history.json")]
-    if not all(f.is_file() for f in files):
-        return train_and_save(out, data)
-    metrics = json.loads(files[1].read_text())
-    vae, encoder, decoder = build_vae(
-        metrics["latent_dim"], metrics["kl_weight"], metrics["seed"]
-    )
-    load_weights(vae, files[0])
-    return vae, encoder, decoder, metrics, json.loads(files[2].read_text())
-
-
 # ----------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------
@@ -628,17 +531,21 @@ def load_or_train(output_dir=None, data=None):
 def evaluate_elbo(encoder, decoder, x, batch_size=500, seed=0):
     """Test negative ELBO in nats per image (β = 1), with its two parts.
 
-    One z sample per image (seeded); KL in closed form. Lower is better.
+    One z sample per image (seeded); KL in closed form; the reconstruction
+    from the decoder's logits, as in training. Lower is better.
     """
     rng = np.random.default_rng(seed)
+    logits_of = decoder_logits(decoder)
     reconstruction, kl = [], []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
         z_mean, z_log_var = (np.asarray(t) for t in encoder(batch, training=False))
         epsilon = rng.standard_normal(z_mean.shape).astype("float32")
         z = z_mean + np.exp(0.5 * z_log_var) * epsilon
-        x_decoded = decoder(z, training=False)
-        reconstruction.append(np.asarray(reconstruction_loss(batch, x_decoded)))
+        logits = logits_of(z, training=False)
+        reconstruction.append(
+            np.asarray(reconstruction_loss(batch, logits, from_logits=True))
+        )
         kl.append(np.asarray(kl_divergence(z_mean, z_log_var)))
     reconstruction, kl = np.concatenate(reconstruction), np.concatenate(kl)
     return {
@@ -657,19 +564,38 @@ def kl_per_dimension(encoder, x, batch_size=1000):
 
 def _log_normal(z, mean, log_var):
     """log N(z; mean, diag(exp(log_var))), summed over the last axis."""
-    return -0.5 * np.sum(
-        np.log(2 * np.pi) + log_var + (z - mean) ** 2 / np.exp(log_var), axis=-1
+    return -0.5 * ops.sum(
+        math.log(2 * math.pi) + log_var + ops.square(z - mean) / ops.exp(log_var),
+        axis=-1,
     )
 
 
-def _log_bernoulli(x, probabilities):
-    """log p(x | z) for each decoded image: minus the summed binary cross-entropy."""
-    p = np.clip(probabilities.astype("float64"), 1e-7, 1 - 1e-7)
-    return np.sum(x * np.log(p) + (1 - x) * np.log1p(-p), axis=-1)
+def _log_weights_model(encoder, decoder, k):
+    """(x, ε) -> log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i = μ + σ·ε_i.
+
+    A Keras model, so `predict_on_batch` runs it as one compiled function on
+    any backend; everything in float32 (the decoder's logits, then softplus).
+    """
+    latent_dim = encoder.output[0].shape[-1]
+    images = keras.Input(IMAGE_SHAPE, name="image")
+    epsilon = keras.Input((k, latent_dim), name="epsilon")
+    z_mean, z_log_var = (ops.cast(t, "float32") for t in encoder(images))
+    mean, log_var = z_mean[:, None], z_log_var[:, None]
+    z = mean + ops.exp(0.5 * log_var) * epsilon
+    logits = decoder_logits(decoder)(ops.reshape(z, (-1, latent_dim)))
+    logits = ops.reshape(ops.cast(logits, "float32"), (-1, k, PIXELS))
+    pixels = ops.reshape(images, (-1, 1, PIXELS))
+    log_bernoulli = ops.sum(pixels * logits - ops.softplus(logits), axis=-1)
+    log_weights = (
+        log_bernoulli
+        + _log_normal(z, 0.0, ops.zeros_like(z))
+        - _log_normal(z, mean, log_var)
+    )
+    return keras.Model([images, epsilon], log_weights, name="iw_log_weights")
 
 
 def importance_weighted_log_likelihood(
-    encoder, decoder, x, k=1000, seed=0, max_decodes=2000
+    encoder, decoder, x, k=1000, seed=0, max_decodes=20_000
 ):
     """log p(x) per image, estimated with k importance samples from q(z | x).
 
@@ -680,9 +606,8 @@ def importance_weighted_log_likelihood(
     """
     from scipy.special import logsumexp
 
-    z_mean, z_log_var = encode(encoder, x)
-    latent_dim = z_mean.shape[-1]
-    pixels = np.asarray(x, "float64").reshape(len(x), -1)
+    latent_dim = encoder.output[0].shape[-1]
+    model = _log_weights_model(encoder, decoder, k)
     log_likelihood = np.empty(len(x))
     images_per_chunk = max(1, max_decodes // k)
     for start in range(0, len(x), images_per_chunk):
@@ -692,18 +617,10 @@ def importance_weighted_log_likelihood(
                 np.random.default_rng([seed, n]).standard_normal((k, latent_dim))
                 for n in rows
             ]
-        )
-        mean, log_var = z_mean[rows, None], z_log_var[rows, None]
-        z = (mean + np.exp(0.5 * log_var) * epsilon).astype("float32")
-        decoded = np.asarray(decoder(z.reshape(-1, latent_dim), training=False))
-        decoded = decoded.reshape(len(rows), k, -1)
-        log_weights = (
-            _log_bernoulli(pixels[rows, None], decoded)
-            + _log_normal(z, 0.0, 0.0)
-            - _log_normal(z, mean, log_var)
-        )
-        log_likelihood[rows] = logsumexp(log_weights, axis=1) - np.log(k)
-    return log_likelihood
+        ).astype("float32")
+        log_weights = np.asarray(model.predict_on_batch([x[rows], epsilon]))
+        log_likelihood[rows] = logsumexp(log_weights.astype("float64"), axis=1)
+    return log_likelihood - math.log(k)
 
 
 def summarize(values):
@@ -716,72 +633,6 @@ def encode(encoder, x, batch_size=1000):
     """(z_mean, z_log_var) as NumPy arrays for all of x."""
     z_mean, z_log_var = encoder.predict(x, batch_size=batch_size, verbose=0)
     return z_mean, z_log_var
-
-
-# ----------------------------------------------------------------------------
-# A digit classifier, to read a grid without a human
-# ----------------------------------------------------------------------------
-
-
-def build_classifier() -> keras.Model:
-    """A small convnet for MNIST digits (about 99.2% test accuracy in 3 epochs)."""
-    inputs = keras.Input(shape=IMAGE_SHAPE)
-    x = layers.Conv2D(32, 3, activation="relu")(inputs)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.3)(x)
-    x = layers.Dense(128, activation="relu")(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="digit_classifier")
-
-
-def classifier_path() -> Path:
-    return (
-        Path(__file__).resolve().parent / "results" / "classifier" / "classifier.keras"
-    )
-
-
-def load_or_train_classifier(data=None, path=None, epochs=3, seed=0):
-    """The digit classifier, trained once on MNIST's training set and cached.
-
-    Returns (model, test_accuracy); the accuracy is stored beside the model.
-    """
-    path = Path(path) if path is not None else classifier_path()
-    info = path.with_suffix(".json")
-    if path.is_file() and info.is_file():
-        model = keras.saving.load_model(path)
-        return model, json.loads(info.read_text())["test_accuracy"]
-    (x_train, y_train), (x_test, y_test) = load_mnist(data)
-    keras.utils.set_random_seed(seed)
-    model = build_classifier()
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=2)
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-    write_json({"test_accuracy": float(accuracy), "epochs": epochs}, info)
-    return model, float(accuracy)
-
-
-def grid_digit_check(classifier, grid, n=15, confidence=0.9):
-    """Which digits a classifier reads in the grid's n·n cells.
-
-    Returns the label and confidence of every cell, the sorted set of digits
-    read with at least `confidence`, and the share of such confident cells.
-    """
-    cells = grid_cells(grid, n)
-    probabilities = classifier.predict(cells[..., None], verbose=0)
-    labels, confidences = probabilities.argmax(-1), probabilities.max(-1)
-    sure = confidences >= confidence
-    return {
-        "labels": labels.reshape(n, n).tolist(),
-        "digits_found": sorted({int(d) for d in labels[sure]}),
-        "confident_share": float(sure.mean()),
-    }
 
 
 # ----------------------------------------------------------------------------
@@ -920,6 +771,313 @@ def plot_grid(image, n=15, ax=None):
     return ax.figure
 
 
+# ============================================================================
+# Apart from the model: the digit classifier, whole runs, files
+# ============================================================================
+
+
+# ----------------------------------------------------------------------------
+# A digit classifier, to read a grid without a human
+# ----------------------------------------------------------------------------
+
+
+def build_classifier() -> keras.Model:
+    """A small convnet for MNIST digits (about 99.2% test accuracy in 3 epochs)."""
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    x = layers.Conv2D(32, 3, activation="relu")(inputs)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    x = layers.Dense(128, activation="relu")(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="digit_classifier")
+
+
+def classifier_path() -> Path:
+    return (
+        Path(__file__).resolve().parent / "results" / "classifier" / "classifier.keras"
+    )
+
+
+def load_or_train_classifier(data=None, path=None, epochs=3, seed=0):
+    """The digit classifier, trained once on MNIST's training set and cached.
+
+    Returns (model, test_accuracy); the accuracy is stored beside the model.
+    """
+    path = Path(path) if path is not None else classifier_path()
+    info = path.with_suffix(".json")
+    if path.is_file() and info.is_file():
+        model = keras.saving.load_model(path)
+        return model, json.loads(info.read_text())["test_accuracy"]
+    (x_train, y_train), (x_test, y_test) = load_mnist(data)
+    keras.utils.set_random_seed(seed)
+    model = build_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=2)
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    write_json({"test_accuracy": float(accuracy), "epochs": epochs}, info)
+    return model, float(accuracy)
+
+
+def grid_digit_check(classifier, grid, n=15, confidence=0.9):
+    """Which digits a classifier reads in the grid's n·n cells.
+
+    Returns the label and confidence of every cell, the sorted set of digits
+    read with at least `confidence`, and the share of such confident cells.
+    """
+    cells = grid_cells(grid, n)
+    probabilities = classifier.predict(cells[..., None], verbose=0)
+    labels, confidences = probabilities.argmax(-1), probabilities.max(-1)
+    sure = confidences >= confidence
+    return {
+        "labels": labels.reshape(n, n).tolist(),
+        "digits_found": sorted({int(d) for d in labels[sure]}),
+        "confident_share": float(sure.mean()),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Whole runs: what `python vae.py` and the training chapter do
+# ----------------------------------------------------------------------------
+
+RESULTS_ENV = "VAE_RESULTS_DIR"
+RUN_FILES = ("grid.png", "metrics.json", "history.json", "vae.weights.h5")
+MANIFEST = "run.json"
+
+
+class ConfigError(ValueError):
+    """A setting the code cannot take (the message names the flag)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite, and TerminateOnNaN stopped the run."""
+
+
+class IncompleteRun(ValueError):
+    """A results folder that does not hold exactly one finished run."""
+
+
+def results_dir() -> Path:
+    """Where training writes: results/vae, or results/vae-fast in fast mode.
+
+    Anchored at this file, so notebooks in chapters/ and `vae.py` agree, and a
+    smoke run never overwrites the real results; `VAE_RESULTS_DIR` moves the
+    whole results folder (the book build keeps its own, beside its HTML).
+    """
+    root = os.environ.get(RESULTS_ENV)
+    root = Path(root) if root else Path(__file__).resolve().parent / "results"
+    return root / ("vae-fast" if fast_mode() else "vae")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(precision: str, flags: set[str] | None = None):
+    """("float32" | "bfloat16", why): what `auto` means on this machine.
+
+    bfloat16 pays only where the hardware computes it natively (AVX512_BF16 or
+    AMX on x86 CPUs); elsewhere it is emulated and slower than float32.
+    """
+    if precision != "auto":
+        return precision, "asked for"
+    flags = cpu_flags() if flags is None else set(flags)
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    if native:
+        return "bfloat16", f"auto: the CPU has {' and '.join(native)}"
+    return "float32", "auto: no native bfloat16 on this CPU (no avx512_bf16/amx_bf16)"
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Layers built inside compute in `precision`; variables stay float32."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    )
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def as_float32(vae, config):
+    """A float32 copy of a (mixed-precision) model: evaluation runs in float32."""
+    copy = build_vae(config.latent_dim, config.kl_weight, config.seed)
+    copy[0].set_weights(vae.get_weights())
+    return copy
+
+
+def train_and_save(
+    config: RunConfig = DEFAULTS, output_dir=None, data=None, verbose="auto"
+):
+    """The whole default run, as `python vae.py` does it: train, score, grid, save.
+
+    The run's files (grid.png, metrics.json, history.json, vae.weights.h5 and
+    the manifest run.json) are written into a fresh folder beside `output_dir`
+    (default `results_dir()`) and swapped in whole at the end: an interrupted
+    run leaves the previous run as it was. In fast mode it trains one epoch on
+    a small subset. Returns (vae, encoder, decoder, metrics, history).
+    """
+    for problem in config.problems():
+        raise ConfigError(problem)
+    out = Path(output_dir) if output_dir is not None else results_dir()
+    (x_train, y_train), (x_test, y_test) = load_mnist(data)
+    x_train, _, x_test, _ = fast_subset(x_train, y_train, x_test, y_test)
+    for problem in config.for_data(len(x_train)):
+        raise ConfigError(problem)
+    epochs = 1 if fast_mode() else config.epochs
+    precision, precision_why = resolve_precision(config.precision)
+    timer = Stopwatch()
+
+    keras.utils.set_random_seed(config.seed)
+    with dtype_policy(precision):
+        vae, encoder, decoder = build_vae(
+            config.latent_dim, config.kl_weight, config.seed
+        )
+    compile_for_run(
+        vae,
+        len(x_train),
+        epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.lr_warmup_epochs,
+        config.xla,
+    )
+    with timer("train"):
+        history = train_vae(
+            vae,
+            x_train,
+            x_test,
+            epochs=epochs,
+            batch_size=config.batch_size,
+            kl_warmup_epochs=config.kl_warmup_epochs,
+            verbose=verbose,
+            seed=config.seed,
+        )
+    if len(history["loss"]) < epochs or not np.all(np.isfinite(history["loss"])):
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite in epoch {len(history['loss'])} of "
+            f"{epochs}; training stopped and no results were written (try a lower "
+            "--learning-rate or a longer --lr-warmup-epochs)"
+        )
+    if precision != "float32":
+        vae, encoder, decoder = as_float32(vae, config)
+
+    with timer("eval"):
+        scores = evaluate_elbo(encoder, decoder, x_test, seed=config.seed)
+        kl_dims = kl_per_dimension(encoder, x_test)
+    iw = {}
+    if config.iw_k:
+        with timer("iw"):
+            n = len(x_test) if config.iw_images is None else config.iw_images
+            n = min(n, len(x_test), FAST_IW_IMAGES if fast_mode() else n)
+            ll = importance_weighted_log_likelihood(
+                encoder, decoder, x_test[:n], config.iw_k, config.seed
+            )
+        mean, error = summarize(ll)
+        iw = {"test_iw_bound": mean, "test_iw_standard_error": error}
+        iw |= {"iw_k": config.iw_k, "iw_images": n}
+    with timer("grid"):
+        grid = decode_grid(decoder, config.grid_size)
+    check = {}
+    if config.grid_check:
+        with timer("check"):
+            classifier, accuracy = load_or_train_classifier(data)
+            found = grid_digit_check(classifier, grid, config.grid_size)
+        check = {
+            "grid_digits_found": found["digits_found"],
+            "grid_confident_share": found["confident_share"],
+            "classifier_test_accuracy": accuracy,
+        }
+
+    metrics = {
+        "run_id": uuid.uuid4().hex,
+        "test_neg_elbo": scores["neg_elbo"],
+        "test_reconstruction": scores["reconstruction"],
+        "test_kl": scores["kl"],
+        "test_kl_per_dimension": [float(v) for v in kl_dims],
+        **iw,
+        **check,
+        "config": config.to_dict(),
+        "epochs": epochs,  # the config's, or 1 in fast mode
+        "precision_used": precision,
+        "precision_why": precision_why,
+        "train_images": len(x_train),
+        "test_images": len(x_test),
+        "fast_mode": fast_mode(),
+        **{f"{name}_seconds": seconds for name, seconds in timer.seconds.items()},
+        "seconds_per_epoch": history["seconds"],
+        "versions": versions(),
+    }
+    with staged_directory(out, keep=(*RUN_FILES, MANIFEST)) as stage:
+        save_grid_png(grid, stage / "grid.png")
+        save_weights(vae, stage / "vae.weights.h5")
+        write_json(history, stage / "history.json")
+        write_json(metrics, stage / "metrics.json")
+        write_manifest(stage, metrics["run_id"])
+    return vae, encoder, decoder, metrics, history
+
+
+def write_manifest(folder: Path, run_id: str):
+    """run.json: the run's id and the sha256 of each of its files."""
+    files = {name: sha256(folder / name) for name in RUN_FILES}
+    write_json({"run_id": run_id, "files": files}, folder / MANIFEST)
+
+
+def check_run(folder) -> dict:
+    """The metrics of the one finished run in `folder`; IncompleteRun otherwise.
+
+    Every file must be the one the manifest names (same sha256), and the
+    metrics must carry the manifest's run id: files of two runs never mix.
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError) as error:
+        raise IncompleteRun(f"{folder}: no finished run ({error})") from None
+    for name in RUN_FILES:
+        path = folder / name
+        if not path.is_file() or sha256(path) != manifest["files"].get(name):
+            raise IncompleteRun(f"{folder}: {name} is missing or not this run's")
+    if metrics.get("run_id") != manifest["run_id"]:
+        raise IncompleteRun(f"{folder}: metrics.json belongs to another run")
+    return metrics
+
+
+def load_or_train(output_dir=None, data=None):
+    """The trained default model: loaded from `output_dir` if one finished run
+    is there (by `python vae.py` or the training chapter), else trained now.
+
+    Returns (vae, encoder, decoder, metrics, history).
+    """
+    out = Path(output_dir) if output_dir is not None else results_dir()
+    try:
+        metrics = check_run(out)
+    except IncompleteRun as reason:
+        print(f"{reason}: training the default model now")
+        return train_and_save(output_dir=out, data=data)
+    config = metrics["config"]
+    vae, encoder, decoder = build_vae(
+        config["latent_dim"], config["kl_weight"], config["seed"]
+    )
+    load_weights(vae, out / "vae.weights.h5")
+    history = json.loads((out / "history.json").read_text())
+    return vae, encoder, decoder, metrics, history
+
+
 # ----------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------
@@ -962,8 +1120,61 @@ def atomic_path(path):
 
 
 def write_json(data, path):
+    """Strict JSON (NaN or infinity raise: strict readers reject them), atomically."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+        Path(tmp).write_text(text)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def staged_directory(path, keep=()):
+    """Yields an empty folder beside `path`; on success it replaces `path` whole.
+
+    The names in `keep` are the run's own files: anything else already in
+    `path` (a log a user is writing there, say) moves into the new folder.
+    On an error or an interrupt the staging folder is removed and `path`
+    stays as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-new-"))
+    try:
+        yield stage
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would hide results
+        old = None
+        if path.exists():
+            for entry in path.iterdir():
+                if entry.name not in keep:
+                    os.replace(entry, stage / entry.name)
+            old = path.with_name(f".{path.name}-old-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+        os.replace(stage, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+
+
+class Stopwatch:
+    """Wall seconds per named stage: `with timer("train"): ...`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - start
 
 
 def save_weights(vae, path):

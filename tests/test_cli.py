@@ -1,18 +1,17 @@
 """`python vae.py`: one-line errors for bad input, and a fast end-to-end run."""
 
 import json
-import math
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 from PIL import Image
 
+import vae
 import vae_helpers as vh
 
 
@@ -27,17 +26,65 @@ import vae_helpers as vh
         (["--latent-dim", "1"], "--latent-dim"),
         (["--kl-weight", "-1"], "--kl-weight"),
         (["--kl-weight", "nan"], "--kl-weight"),
+        (["--kl-warmup-epochs", "inf"], "--kl-warmup-epochs"),
         (["--learning-rate", "0"], "--learning-rate"),
+        (["--lr-warmup-epochs", "-0.5"], "--lr-warmup-epochs"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**32)], "--seed"),
+        (["--seed", "1.5"], "--seed"),
+        (["--iw-k", "-2"], "--iw-k"),
+        (["--iw-images", "1"], "--iw-images"),
+        (["--iw-images", "0"], "--iw-images"),
+        (["--precision", "float16"], "--precision"),
         (["--no-such-flag"], "--no-such-flag"),
     ],
 )
-def test_bad_flags_give_one_line_naming_the_flag(args, named, tmp_path):
-    result = run_cli(*args, "--output-dir", tmp_path / "out")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_bad_flags_give_one_line_naming_the_flag(args, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        vae.parse_args(args)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert lines[0].startswith("vae.py: error:") and named in lines[0]
-    assert not (tmp_path / "out").exists()
+
+
+def test_good_flags_make_the_run_config():
+    config, data, output_dir = vae.parse_args(
+        ["--seed", "0", "--iw-images", "all", "--no-grid-check", "--data", "m.npz"]
+    )
+    assert config.seed == 0 and config.iw_images is None and not config.grid_check
+    assert config.batch_size == vh.DEFAULTS.batch_size and data == "m.npz"
+    assert output_dir is None
+    assert vae.parse_args([])[0] == vh.DEFAULTS
+
+
+def test_help_and_flag_errors_do_not_import_tensorflow():
+    code = (
+        "import sys, vae\n"
+        "for argv in (['--help'], ['--seed', '-1']):\n"
+        "    try:\n"
+        "        vae.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False False", result.stderr
+    assert "--seed: must be between 0 and 4294967295" in result.stderr
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
+    result = run_cli(
+        "--batch-size", "5000", "--output-dir", tmp_path / "out", env={"VAE_FAST": "1"}
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        "vae.py: error: --batch-size: 5000 is more than the 2048 training images"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def bad_data_cases(tmp_path):
@@ -86,37 +133,37 @@ def fast_run(tmp_path_factory):
     return out, result
 
 
-def test_fast_run_writes_every_output(fast_run):
+def strict_json(path):
+    """Parses like a strict reader: NaN and Infinity are errors."""
+
+    def refuse(constant):
+        raise ValueError(f"{path.name} holds {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_fast_run_writes_one_complete_run(fast_run):
     out, result = fast_run
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["grid.png", "history.json", "metrics.json", "vae.weights.h5"]
-    metrics = json.loads((out / "metrics.json").read_text())
-    for key in (
-        "test_neg_elbo",
-        "test_reconstruction",
-        "test_kl",
-        "epochs",
-        "batch_size",
-        "train_seconds",
-        "seed",
-        "test_iw_log_likelihood",
-        "test_iw_standard_error",
-        "grid_digits_found",
-        "grid_confident_share",
-        "iw_seconds",
-        "check_seconds",
-    ):
-        assert key in metrics
-    # The importance-weighted estimate is a tighter bound than the ELBO.
-    assert metrics["test_iw_log_likelihood"] > -metrics["test_neg_elbo"] - 5
-    assert metrics["iw_k"] == 1000
-    assert metrics["seed"] == 7 and metrics["epochs"] == 1 and metrics["fast_mode"]
+    assert names == [*sorted(vh.RUN_FILES), "run.json"]
+    metrics = strict_json(out / "metrics.json")
+    strict_json(out / "history.json")
+    assert vh.check_run(out) == metrics
+    assert metrics["config"]["seed"] == 7 and metrics["epochs"] == 1
+    assert metrics["fast_mode"] and metrics["iw_images"] == vh.FAST_IW_IMAGES
+    assert metrics["iw_k"] == vh.DEFAULTS.iw_k
+    assert metrics["precision_used"] == "float32"
     assert metrics["test_neg_elbo"] == pytest.approx(
         metrics["test_reconstruction"] + metrics["test_kl"], rel=1e-5
     )
+    # The importance-weighted bound is tighter than the one-sample ELBO.
+    assert metrics["test_iw_bound"] > -metrics["test_neg_elbo"] - 5
+    assert len(metrics["test_kl_per_dimension"]) == 2
+    assert set(metrics["grid_digits_found"]) <= set(range(10))
     with Image.open(out / "grid.png") as png:
         assert png.size == (420, 420)
     assert "test negative ELBO:" in result.stdout
+    assert "importance-weighted bound (k=1000" in result.stdout
 
 
 def test_fast_run_lowers_the_loss(fast_run):
@@ -128,49 +175,54 @@ def test_fast_run_lowers_the_loss(fast_run):
     assert history["val_loss"][-1] < 784 * np.log(2) - 20
 
 
-def test_interrupted_run_leaves_no_file(tmp_path):
-    out = tmp_path / "out"
-    env = {**os.environ, "VAE_FAST": "0"}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "vae.py"), "--output-dir", str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # As from a terminal: a shell started in the background (nohup ... &, some
-        # CI runners) passes SIGINT on as ignored, and Python keeps it ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    seen = ""
-    deadline = time.monotonic() + 240
-    steps = f"/{math.ceil(60_000 / vh.DEFAULTS['batch_size'])}"  # Keras' progress bar
-    while steps not in seen and time.monotonic() < deadline:  # training has begun
-        seen += process.stdout.read(1)
-    process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=120)
-    assert process.returncode != 0, seen + rest
-    if process.returncode == 130:  # Python saw the KeyboardInterrupt, not only TF
-        assert "interrupted" in rest
-    assert list(out.iterdir()) == []
-
-
 def test_same_seed_gives_the_same_outputs(fast_run, tmp_path):
     """Same seed, machine and flags: the same grid.png byte for byte."""
     first, _ = fast_run
     result = run_cli("--output-dir", tmp_path, "--seed", "7", env={"VAE_FAST": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "grid.png").read_bytes() == (first / "grid.png").read_bytes()
-    timing = (
-        "seconds",
-        "train_seconds",
-        "eval_seconds",
-        "iw_seconds",
-        "grid_seconds",
-        "check_seconds",
-        "seconds_per_epoch",
-    )
+    run_specific = {"run_id", "seconds_per_epoch"}
+
+    def comparable(metrics):
+        return {
+            k: v
+            for k, v in metrics.items()
+            if k not in run_specific and not k.endswith("_seconds")
+        }
+
     one, two = (json.loads((d / "metrics.json").read_text()) for d in (first, tmp_path))
-    assert {k: v for k, v in one.items() if k not in timing} == {
-        k: v for k, v in two.items() if k not in timing
-    }
+    assert one["run_id"] != two["run_id"]
+    assert comparable(one) == comparable(two)
+
+
+def copy_run(source, target):
+    target.mkdir()
+    for path in source.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_interrupted_run_leaves_the_previous_run_as_it_was(fast_run, tmp_path):
+    """SIGINT mid-training, as from a terminal: exit 130, the old run intact."""
+    out = copy_run(fast_run[0], tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "vae.py"), "--output-dir", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "VAE_FAST": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell started in the background passes SIGINT on as ignored, and
+        # Python keeps it ignored: restore the default, as a terminal has it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    for line in process.stdout:  # blocks until Keras starts the epoch
+        if line.startswith("Epoch 1/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted; the output dir is as it was" in stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -51,6 +51,58 @@ def test_iw_estimate_does_not_depend_on_batching(trained_parts):
     assert not np.allclose(one, other_seed)
 
 
+def reference_iw(encoder, decoder, x, k, seed=0):
+    """The bound written out in float64 NumPy, one image at a time."""
+    from scipy.special import logsumexp
+
+    z_mean, z_log_var = vh.encode(encoder, x)
+    logits_of = vh.decoder_logits(decoder)
+    out = []
+    for n in range(len(x)):
+        eps = np.random.default_rng([seed, n]).standard_normal((k, z_mean.shape[1]))
+        z = z_mean[n] + np.exp(0.5 * z_log_var[n]) * eps
+        logits = np.asarray(logits_of(z.astype("float32"))).reshape(k, -1)
+        logits = logits.astype("float64")
+        pixels = x[n].reshape(-1).astype("float64")
+        log_px = (pixels * logits - np.logaddexp(0, logits)).sum(-1)
+        log_pz = -0.5 * (np.log(2 * np.pi) + z**2).sum(-1)
+        log_q = -0.5 * (
+            np.log(2 * np.pi)
+            + z_log_var[n]
+            + (z - z_mean[n]) ** 2 / np.exp(z_log_var[n])
+        ).sum(-1)
+        out.append(logsumexp(log_px + log_pz - log_q) - np.log(k))
+    return np.asarray(out)
+
+
+def test_compiled_iw_bound_equals_the_reference(trained_parts):
+    encoder, decoder, x, _ = trained_parts
+    compiled = vh.importance_weighted_log_likelihood(encoder, decoder, x[:8], k=300)
+    np.testing.assert_allclose(
+        compiled, reference_iw(encoder, decoder, x[:8], 300), atol=1e-2
+    )
+
+
+def test_iw_bound_is_exact_when_the_code_is_ignored():
+    """Encoder = prior and a decoder that ignores z: every weight is p(x), for any k."""
+    encoder = vh.build_encoder(2)
+    for layer in encoder.layers[-2:]:  # z_mean and z_log_var heads output 0
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    decoder = vh.build_decoder(2)
+    rng = np.random.default_rng(1)
+    bias = rng.normal(size=1).astype("float32")
+    for layer in decoder.layers:
+        if layer.get_weights():
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    decoder.get_layer("logits").set_weights([np.zeros((3, 3, 32, 1), "float32"), bias])
+    x = (rng.random((3, 28, 28, 1)) > 0.5).astype("float32")
+    pixels = x.reshape(3, -1).astype("float64")
+    exact = (pixels * bias[0] - np.logaddexp(0, bias[0])).sum(-1)
+    for k in (1, 7, 100):
+        bound = vh.importance_weighted_log_likelihood(encoder, decoder, x, k=k)
+        np.testing.assert_allclose(bound, exact, rtol=1e-5)
+
+
 def test_summarize_gives_mean_and_standard_error():
     mean, error = vh.summarize([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5

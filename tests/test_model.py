@@ -42,8 +42,19 @@ def test_decoder_is_the_seed_architecture():
     assert layer_summary(vh.build_decoder(2)) == [
         ("Dense", 14 * 14 * 64, (), "relu"),
         ("Conv2DTranspose", 32, (2, 2), "relu"),
-        ("Conv2D", 1, (1, 1), "sigmoid"),
+        ("Conv2D", 1, (1, 1), "linear"),
     ]
+
+
+def test_decoder_ends_in_logits_then_a_sigmoid():
+    """The loss reads the logits layer; the decoder's output is their sigmoid."""
+    decoder = vh.build_decoder(2)
+    assert decoder.layers[-1].get_config()["activation"] == "sigmoid"
+    z = RNG.normal(size=(6, 2)).astype("float32")
+    logits = np.asarray(vh.decoder_logits(decoder)(z))
+    np.testing.assert_allclose(
+        np.asarray(decoder(z)), 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("latent_dim", [2, 8])
@@ -98,11 +109,14 @@ def test_closed_form_kl_matches_monte_carlo():
     assert closed_form > 0
 
 
-def hand_loss(x, x_decoded, z_mean, z_log_var, beta):
-    """The negative ELBO per image written out in NumPy, mean over the batch."""
-    p = np.clip(x_decoded, 1e-7, 1 - 1e-7).reshape(len(x), -1)
+def hand_loss(x, logits, z_mean, z_log_var, beta):
+    """The negative ELBO per image written out in NumPy, mean over the batch.
+
+    BCE from logits: -[x log σ(l) + (1 - x) log(1 - σ(l))] = softplus(l) - x·l.
+    """
+    logits = logits.reshape(len(x), -1).astype("float64")
     x = x.reshape(len(x), -1)
-    bce = -(x * np.log(p) + (1 - x) * np.log(1 - p)).sum(axis=1)
+    bce = (np.logaddexp(0, logits) - x * logits).sum(axis=1)
     kl = -0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var)).sum(axis=1)
     return (bce + beta * kl).mean(), bce.mean(), kl.mean()
 
@@ -110,13 +124,14 @@ def hand_loss(x, x_decoded, z_mean, z_log_var, beta):
 @pytest.mark.parametrize("beta", [1.0, vh.seed_kl_weight(2)])
 def test_loss_layer_matches_a_hand_computation(beta):
     x = RNG.random((3, 28, 28, 1)).astype("float32")
-    x_decoded = RNG.uniform(0.05, 0.95, (3, 28, 28, 1)).astype("float32")
+    logits = RNG.normal(0, 6, (3, 28, 28, 1)).astype("float32")
+    logits[0, :2, 0, 0] = [-40.0, 40.0]  # confidently wrong or right: no clipping
     z_mean = RNG.normal(size=(3, 2)).astype("float32")
     z_log_var = RNG.normal(size=(3, 2)).astype("float32")
     layer = vh.CustomVariationalLayer(kl_weight=beta)
-    output = layer([x, x_decoded, z_mean, z_log_var])
+    output = layer([x, logits, z_mean, z_log_var])
     np.testing.assert_array_equal(np.asarray(output), x)  # passes x through
-    expected, bce, kl = hand_loss(x, x_decoded, z_mean, z_log_var, beta)
+    expected, bce, kl = hand_loss(x, logits, z_mean, z_log_var, beta)
     assert len(layer.losses) == 1
     np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-5)
     np.testing.assert_allclose(
@@ -147,7 +162,8 @@ def test_seed_weighting_is_beta_0_392():
     )
     beta = vh.seed_kl_weight(2)
     assert beta == pytest.approx(0.392)
-    expected, _, _ = hand_loss(x, x_decoded, z_mean, z_log_var, beta)
+    logits = np.log(x_decoded) - np.log1p(-x_decoded)
+    expected, _, _ = hand_loss(x, logits, z_mean, z_log_var, beta)
     np.testing.assert_allclose(seed_loss * 784, expected, rtol=1e-5)
 
 
@@ -218,3 +234,53 @@ def test_image_batches_visit_every_image_once_per_epoch_in_a_seeded_order():
     unseeded = vh.image_batches(x, batch_size=4)
     assert epoch(unseeded) == list(range(10))  # no seed: in order, unshuffled
     assert batches.options().autotune.enabled is False
+
+
+def test_loss_from_logits_is_exact_where_probabilities_clip():
+    """A pixel that is 1 but decoded with logit -30: 30 nats, not the clip's 16.1."""
+    x = np.ones((1, 28, 28, 1), "float32")
+    logits = np.full((1, 28, 28, 1), 30.0, "float32")
+    logits[0, 0, 0, 0] = -30.0
+    exact = float(np.asarray(vh.reconstruction_loss(x, logits, from_logits=True))[0])
+    clipped = float(np.asarray(vh.reconstruction_loss(x, 1 / (1 + np.exp(-logits))))[0])
+    assert exact == pytest.approx(30.0 + 783 * np.log1p(np.exp(-30.0)), rel=1e-4)
+    assert clipped == pytest.approx(-np.log(1e-7), rel=1e-3)
+
+
+def test_the_loss_reaches_the_gradient_of_a_confidently_wrong_pixel():
+    """From logits, d loss / d logit = σ(l) - x: -1 for a pixel that is 1 at l = -30."""
+    import tensorflow as tf
+
+    x = tf.ones((1, 784))
+    logits = tf.Variable(tf.fill((1, 784), -30.0))
+    with tf.GradientTape() as tape:
+        loss = vh.reconstruction_loss(x, logits, from_logits=True)
+    gradient = tape.gradient(loss, logits).numpy()
+    np.testing.assert_allclose(gradient, -1.0, atol=1e-6)
+
+
+def test_mixed_bfloat16_builds_trains_and_keeps_the_loss_in_float32():
+    with vh.dtype_policy("bfloat16"):
+        vae, encoder, _decoder = vh.build_vae(2, seed=0)
+    assert encoder.layers[1].compute_dtype == "bfloat16"
+    assert vh.loss_layer(vae).compute_dtype == "float32"
+    vh.compile_vae(vae, 1e-3, jit_compile=False)
+    x = RNG.random((64, 28, 28, 1)).astype("float32")
+    losses = [float(vae.train_on_batch(x, return_dict=True)["loss"]) for _ in range(5)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert vae.losses[0].dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the policy is restored
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "fma"}, "float32"),
+        ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ({"amx_bf16", "amx_tile"}, "bfloat16"),
+    ],
+)
+def test_auto_precision_follows_the_cpu_flags(flags, expected):
+    precision, why = vh.resolve_precision("auto", flags)
+    assert precision == expected and why.startswith("auto")
+    assert vh.resolve_precision("float32", flags)[0] == "float32"

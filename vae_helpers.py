@@ -362,7 +362,12 @@ def assert_same_network(model, reference, inputs, tolerance=1e-6) -> int:
         ours_config, their_config = ours.get_config(), theirs.get_config()
         if automatic(theirs):
             ours_config.pop("name"), their_config.pop("name")
-        assert ours_config == their_config, (ours.name, theirs.name)
+        differ = {
+            key: (ours_config.get(key), their_config.get(key))
+            for key in ours_config.keys() | their_config.keys()
+            if ours_config.get(key) != their_config.get(key)
+        }
+        assert not differ, f"{ours.name} (ours, module's): {differ}"
         assert ours.output.shape == theirs.output.shape, ours.name
     assert model.count_params() == reference.count_params()
     reference.set_weights(model.get_weights())
@@ -385,12 +390,9 @@ class KLWarmup(keras.callbacks.Callback):
     """Ramps β linearly from 0 to its target over the first `steps` batches.
 
     The classic guard against posterior collapse (Bowman et al., 2016): the
-    decoder learns to use z before the KL term bites. While β is small the
-    digit classes also spread apart: with a 3-epoch ramp the default run
-    (seed 1337) kept the 4s apart from the 9s, which runs with β = 1 from the
-    start merged (measured; with seed 7 they merged anyway). Alone, it let
-    Adam's first steps blow up z_log_var (batch KLs of thousands of nats); the
-    learning-rate warm-up of `compile_vae` prevents that.
+    decoder learns to use z before the KL term bites, and while β is small the
+    digit classes spread apart. The README has the measurements behind the
+    default ramp.
     """
 
     def __init__(self, layer: CustomVariationalLayer, steps: int):
@@ -429,8 +431,8 @@ def compile_vae(
 
     With `decay_steps` (the run's total), the learning rate rises linearly
     from 0 over `warmup_steps`, then follows a cosine down to 0 at the last
-    step. The warm-up keeps Adam's first steps from throwing z_log_var far
-    out (measured here: batch KL spikes of thousands of nats without it).
+    step. The warm-up keeps Adam's first, poorly scaled steps from throwing
+    z_log_var far out while its moment estimates settle.
     """
     if decay_steps:
         warmup_steps = int(min(warmup_steps, decay_steps - 1))
@@ -471,11 +473,10 @@ def compile_for_run(
 def image_batches(x, batch_size, shuffle_seed=None):
     """A `tf.data` pipeline of image batches, reshuffled each epoch if seeded.
 
-    Why not `fit(x_numpy, shuffle=True)`: with TensorFlow 2.21 on this CPU, the
-    iterator Keras builds from arrays runs tf.data's autotuner, and freeing it
-    at every epoch boundary stalled for seconds (measured: 4.6 s per epoch of
-    3,200 images on one core; 19% of the default run's wall time). Shuffling
-    indices and gathering the batch keeps one copy of the images in memory.
+    Why not `fit(x_numpy, shuffle=True)`: the iterator Keras builds from arrays
+    runs tf.data's autotuner, which stalled at every epoch boundary on the CPUs
+    measured (README). Shuffling indices and gathering the batch keeps one copy
+    of the images in memory.
     """
     images = tf.convert_to_tensor(x, dtype=tf.float32)
     indices = tf.data.Dataset.range(len(x))

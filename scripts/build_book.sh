@@ -12,15 +12,21 @@
 #
 # Steps:
 #   1. `npm ci` installs the browser code pinned in package-lock.json (RequireJS,
-#      the ipywidgets embed manager, MathJax) into node_modules/; skipped when
-#      node_modules/ already holds exactly that lock file's packages.
+#      the ipywidgets embed manager, MathJax; and axe-core, which only the browser
+#      tests use) into node_modules/; skipped when node_modules/ already holds
+#      exactly that lock file's packages.
 #   2. The files the pages load are copied to book/_vendor/ (git-ignored), which
 #      _config.yml lists in html_static_path: Sphinx copies it into _static/, so the
 #      HTML needs no CDN. (Not book/_static/: Jupyter Book 1 would add every .js and
-#      .css found there to every page.)
+#      .css found there to every page.) axe-core is not copied: a test tool.
 #   3. `jb build` with warnings as errors. Executed notebooks are cached per output
-#      folder, so fast and full builds never share outputs: the cache is keyed on
-#      the notebook source, not on VAE_FAST. A change to vae_helpers.py clears it.
+#      folder; a stamp over every input that changes their outputs (the helper
+#      modules, the pinned requirements, the MNIST file, fast/full) clears the
+#      cache when one changes. Training writes into the output folder
+#      ($output/results, via VAE_RESULTS_DIR), so chapters 7-8 read the model that
+#      chapter 6 of this build trained, and the build changes no tracked file
+#      (checked with `git status` before and after; the build fails if one did).
+#      The book's own Sphinx extension writes vae-book.zip, the runnable book.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,7 +50,8 @@ lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
 stamp=node_modules/.vae-book-lock.sha256
 needed=(node_modules/requirejs/require.js
         node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js
-        node_modules/mathjax/es5/tex-chtml.js)
+        node_modules/mathjax/es5/tex-chtml.js
+        node_modules/axe-core/axe.min.js)
 installed=yes
 for file in "$stamp" "${needed[@]}"; do
     [[ -f "$file" ]] || installed=no
@@ -82,23 +89,93 @@ cp -r "$mathjax/es5/input" "$mathjax/es5/ui" "$mathjax/es5/a11y" "$mathjax/es5/s
 cp -r "$mathjax/es5/output/chtml" "$mathjax/es5/output/chtml.js" "$vendor/mathjax/es5/output/"
 
 # 3. The book. The execution cache is keyed on each notebook's own source, so a
-# change to vae_helpers.py (say, a new default) would leave every chapter's old
-# outputs in place, and chapters 7-8 reading weights that chapter 6 no longer
-# writes. A stamp of the module's hash clears the cache when the module changes,
-# and Sphinx's saved environment with it: otherwise Sphinx re-reads only the
-# pages whose source changed, and the others keep their old outputs.
-cache="$output/_build/.jupyter_cache"
-helpers_hash=$(sha256sum vae_helpers.py | cut -d' ' -f1)
-helpers_stamp="$output/.vae-helpers.sha256"
-if [[ -d "$cache" && "$(cat "$helpers_stamp" 2>/dev/null)" != "$helpers_hash" ]]; then
-    echo "== vae_helpers.py changed since the last $mode build: clearing the execution cache"
-    rm -rf "$cache" "$output/_build/.doctrees"
+# change to anything else the chapters run on (a new default in vae_helpers.py, a
+# new TensorFlow pin, another MNIST file, fast or full mode) would leave every
+# chapter's old outputs in place. One stamp, sha256 over all of those inputs,
+# clears the cache when it changes, with Sphinx's saved environment (else Sphinx
+# re-reads only the pages whose source changed, and the others keep their old
+# outputs) and the build's own training results (else chapters 7-8 could load a
+# model that chapter 6 no longer writes).
+build="$output/_build"
+cache="$build/.jupyter_cache"
+results="$output/results"
+
+if [[ -n "${VAE_MNIST_PATH:-}" ]]; then
+    [[ -f "$VAE_MNIST_PATH" ]] || {
+        echo "error: VAE_MNIST_PATH=$VAE_MNIST_PATH is not a file" >&2; exit 2; }
+    mnist=$(sha256sum "$VAE_MNIST_PATH" | cut -d' ' -f1)
+else
+    mnist=keras-download
 fi
+# One line per input: what it is, and its hash (classifier.keras: chapter 7 reads
+# its grid with it; absent in a clone that has not trained it yet).
+execution_inputs() {
+    echo "mode $mode"
+    echo "mnist $mnist"
+    for file in vae_helpers.py vae_config.py requirements.txt \
+                results/classifier/classifier.keras; do
+        if [[ -f "$file" ]]; then
+            echo "$file $(sha256sum "$file" | cut -d' ' -f1)"
+        else
+            echo "$file absent"
+        fi
+    done
+}
+# book/ (configuration, templates, styles, extensions, browser code): Sphinx does
+# not notice a changed template or static file on its own, so a change rewrites
+# every page (the execution cache stays). book/_vendor/ is copied from
+# node_modules/ above, which package-lock.json stands for.
+site_inputs() {
+    { find book -path book/_vendor -prune -o -type f ! -path '*/__pycache__/*' -print0
+      printf '%s\0' package-lock.json; } | sort -z | xargs -0 sha256sum
+}
 mkdir -p "$output"
-echo "$helpers_hash" > "$helpers_stamp"
+execution_stamp="$output/.vae-execution-inputs"
+site_stamp="$output/.vae-site-inputs"
+execution_inputs > "$execution_stamp.new"
+site_inputs > "$site_stamp.new"
+if [[ -d "$cache" || -d "$results" ]] && ! cmp -s "$execution_stamp.new" "$execution_stamp"; then
+    echo "== inputs changed since the last $mode build: clearing the execution cache"
+    diff "$execution_stamp" "$execution_stamp.new" 2>/dev/null | sed -n 's/^> /   now: /p' || true
+    rm -rf "$cache" "$build/.doctrees" "$results"
+fi
+if [[ -d "$build/html" ]] && ! cmp -s "$site_stamp.new" "$site_stamp"; then
+    echo "== book templates, styles or extensions changed: rewriting every page"
+    rm -rf "$build/.doctrees" "$build/html"
+fi
+# Chapter 6's run gone (deleted by hand) while its executed notebook is cached:
+# chapters 7-8 would train another model. Run every chapter again.
+if [[ -d "$cache" ]] && ! compgen -G "$results/*/run.json" >/dev/null; then
+    echo "== no finished training run in $results/: clearing the execution cache"
+    rm -rf "$cache" "$build/.doctrees"
+fi
+mv "$execution_stamp.new" "$execution_stamp"
+mv "$site_stamp.new" "$site_stamp"
+
+# Training (chapter 6) writes here, not into the tracked results/.
+export VAE_RESULTS_DIR="$root/$results"
+
+# Tracked files as they are before the build, to check that it changes none.
+tracked_state() {
+    git status --porcelain --untracked-files=no
+    git diff --no-ext-diff --binary | sha256sum
+}
+in_git=no
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    in_git=yes
+    before=$(tracked_state)
+fi
+
 echo "== jb build ($mode, into $output/)"
 jb build . --config book/_config.yml --toc book/_toc.yml --path-output "$output" \
     -n -W --keep-going
+
+if [[ $in_git == yes && "$(tracked_state)" != "$before" ]]; then
+    echo "error: the book build changed tracked files (a chapter writing outside" \
+         "\$VAE_RESULTS_DIR, or an edit made during the build):" >&2
+    diff <(echo "$before") <(tracked_state) | sed -n 's/^> /  /p' >&2
+    exit 1
+fi
 
 html="$root/$output/_build/html"
 echo

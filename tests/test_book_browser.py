@@ -6,32 +6,39 @@ folder (the full build's is _build/full/_build/html).
 
 For every page in book/_toc.yml: no request leaves the machine (any http(s)
 request is blocked and fails the test: the book must work offline), no request
-fails, no JavaScript error, every image loads, math is typeset by MathJax, and the
-latent-space chapter shows live widget controls.
+fails, no JavaScript error, every image loads, math is typeset by MathJax, the
+sidebar links the TOC's pages, the latent-space chapter shows live widget
+controls, and axe-core finds no serious or critical accessibility fault. Every
+page links the runnable book (vae-book.zip), which holds the chapters and what
+they import, and imports from wherever it is unzipped.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import zipfile
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from browser_tools import (
+    ROOT,
+    PageReport,
+    built_html,
+    chromium,
+    fail_on,
+    format_violations,
+    serious_violations,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 TOC = ROOT / "book" / "_toc.yml"
-DEFAULT_HTML = ROOT / "_build" / "fast" / "_build" / "html"  # `make book-fast`
-HTML = Path(os.environ.get("VAE_BOOK_HTML") or DEFAULT_HTML).resolve()
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import runnable_book  # noqa: E402  (the book's Sphinx extension: what the zip holds)
 
 # Pages that must show typeset math (other pages are checked if they have any).
 MATH_PAGES = {"book/intro", "chapters/05_loss"}
@@ -40,8 +47,17 @@ WIDGET_PAGE = "chapters/08_latent_space"
 # page's errors (Thebe's duplicate snippet, the theme's mode) are fixed in
 # book/_config.yml instead. Add one here only with the reason it can't be fixed.
 KNOWN_CONSOLE_ERRORS: tuple[re.Pattern[str], ...] = ()
-LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
-TIMEOUT_MS = 30_000
+# The runnable book (book/_ext/runnable_book.py): its name in the HTML folder and
+# what it must hold, under its one top folder.
+RUNNABLE_ZIP = "vae-book.zip"
+RUNNABLE_FOLDER = "vae-book"
+RUNNABLE_FILES = {
+    "vae_helpers.py",
+    "vae_config.py",
+    "pyproject.toml",
+    "requirements.txt",
+    "HOW-TO-RUN.md",
+}
 
 pytestmark = pytest.mark.browser
 
@@ -65,92 +81,13 @@ PAGES = toc_pages()
 
 @pytest.fixture(scope="module")
 def html_dir() -> Path:
-    if not (HTML / "index.html").is_file():
-        pytest.fail(
-            f"no built book at {HTML}: run `make book-fast` "
-            "(or set VAE_BOOK_HTML to a built html folder)",
-            pytrace=False,
-        )
-    return HTML
+    return built_html()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} not found: run `bash scripts/install_browser.sh`",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-class PageReport:
-    """Opens one page with every network and console event recorded."""
-
-    def __init__(self, browser, path: Path):
-        self.path = path
-        self.problems: list[str] = []
-        self.context = browser.new_context()
-        # Anything not on disk is blocked and reported, not fetched.
-        self.context.route(lambda url: not url.startswith(LOCAL_SCHEMES), self._block)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(TIMEOUT_MS)
-        self.page.on("request", self._on_request)
-        self.page.on("requestfailed", self._on_request_failed)
-        self.page.on("response", self._on_response)
-        self.page.on("console", self._on_console)
-        self.page.on("pageerror", self._on_page_error)
-        self.page.on("websocket", self._on_websocket)
-
-    def _block(self, route):
-        self.problems.append(f"request to the network (blocked): {route.request.url}")
-        route.abort()
-
-    def _on_request(self, request):  # also catches any request the route missed
-        if not request.url.startswith(LOCAL_SCHEMES):
-            self.problems.append(f"request to the network (blocked): {request.url}")
-
-    def _on_request_failed(self, request):
-        if request.url.startswith(LOCAL_SCHEMES):
-            self.problems.append(f"failed request: {request.url} ({request.failure})")
-
-    def _on_response(self, response):
-        if response.status >= 400:
-            self.problems.append(f"HTTP {response.status}: {response.url}")
-
-    def _on_console(self, message):
-        if message.type != "error":
-            return
-        if any(pattern.search(message.text) for pattern in KNOWN_CONSOLE_ERRORS):
-            return
-        where = message.location.get("url", "")
-        self.problems.append(f"console error: {message.text} (at {where})")
-
-    def _on_page_error(self, error):
-        self.problems.append(f"JavaScript error: {error}")
-
-    def _on_websocket(self, websocket):
-        self.problems.append(f"websocket opened: {websocket.url}")
-
-    def open(self):
-        self.page.goto(self.path.as_uri(), wait_until="load")
-        self.page.wait_for_load_state("networkidle")
-        return self.page
-
-    def settle(self):
-        """Waits for late requests and errors (widgets render after `load`)."""
-        self.page.wait_for_load_state("networkidle")
-        self.page.wait_for_timeout(500)
-
-    def close(self):
-        self.context.close()
 
 
 @pytest.fixture
@@ -165,19 +102,13 @@ def report(browser, html_dir):
                 "run `make book-fast`",
                 pytrace=False,
             )
-        page_report = PageReport(browser, path)
+        page_report = PageReport(browser, path, tolerated=KNOWN_CONSOLE_ERRORS)
         reports.append(page_report)
         return page_report
 
     yield open_page
     for page_report in reports:
         page_report.close()
-
-
-def fail_on(problems: list[str], docname: str) -> None:
-    if problems:
-        listed = "\n  ".join(dict.fromkeys(problems))  # unique, in order
-        pytest.fail(f"{docname}.html:\n  {listed}", pytrace=False)
 
 
 def check_images(page) -> list[str]:
@@ -251,15 +182,67 @@ def check_widgets(page) -> list[str]:
     return problems
 
 
+def file_of(url: str) -> Path:
+    """The file a file:// URL points at, without query or fragment."""
+    parts = urlsplit(url)
+    assert parts.scheme == "file", f"not a file URL: {url}"
+    return Path(unquote(parts.path)).resolve()
+
+
+def check_navigation(page, html_dir: Path) -> list[str]:
+    """The sidebar links every page of book/_toc.yml, in its order, to its file."""
+    hrefs = page.eval_on_selector_all(
+        "nav.bd-docs-nav a.reference.internal", "links => links.map(a => a.href)"
+    )
+    linked = [file_of(href) for href in hrefs]
+    expected = [(html_dir / f"{docname}.html").resolve() for docname in PAGES]
+    if linked != expected:
+        shown = [str(path.relative_to(html_dir)) for path in linked]
+        return [f"the sidebar links {shown}, not the pages of book/_toc.yml {PAGES}"]
+    return []
+
+
+def check_download_link(page, html_dir: Path) -> list[str]:
+    """A named link to the runnable book, which resolves to the built zip."""
+    links = page.get_by_role("link", name=re.compile(r"runnable book", re.I))
+    if links.count() == 0:
+        return [f"no link named 'runnable book' (to {RUNNABLE_ZIP})"]
+    target = file_of(links.first.evaluate("a => a.href"))
+    if target != (html_dir / RUNNABLE_ZIP).resolve():
+        return [f"the runnable-book link points at {target}, not {RUNNABLE_ZIP}"]
+    if not target.is_file():
+        return [f"the runnable-book link points at a missing file: {target}"]
+    return []
+
+
 @pytest.mark.parametrize("docname", PAGES)
-def test_page_works_offline(report, docname):
+def test_page_works_offline(report, html_dir, docname):
     page_report = report(docname)
     page = page_report.open()
     problems = check_images(page) + check_math(page, docname)
+    problems += check_navigation(page, html_dir) + check_download_link(page, html_dir)
     if docname == WIDGET_PAGE:
         problems += check_widgets(page)
     page_report.settle()
-    fail_on(page_report.problems + problems, docname)
+    fail_on(page_report.problems + problems, f"{docname}.html")
+
+
+@pytest.mark.parametrize("docname", PAGES)
+def test_page_has_no_serious_accessibility_violations(report, docname):
+    """axe-core (WCAG 2 A/AA and best practices): no serious or critical faults."""
+    page_report = report(docname)
+    page = page_report.open()
+    if docname == WIDGET_PAGE:
+        check_widgets(page)  # audit the rendered widgets, not their placeholders
+    check_math(page, docname)  # and the typeset math
+    page_report.settle()
+    violations = serious_violations(page)
+    if violations:
+        pytest.fail(
+            f"{docname}.html: {len(violations)} serious or critical axe-core "
+            f"violation(s):\n{format_violations(violations)}",
+            pytrace=False,
+        )
 
 
 def test_index_opens_the_introduction(report, html_dir):
@@ -267,11 +250,102 @@ def test_index_opens_the_introduction(report, html_dir):
     page = page_report.open()
     page.wait_for_url(re.compile(r"/book/intro\.html$"))
     page_report.settle()
-    fail_on(page_report.problems, "index")
+    fail_on(page_report.problems, "index.html")
 
 
-def test_toc_lists_the_pages_the_tests_expect():
-    assert PAGES[0] == "book/intro"
-    assert WIDGET_PAGE in PAGES
-    assert MATH_PAGES <= set(PAGES)
-    assert "book/references" in PAGES
+class LinkParser(HTMLParser):
+    """Collects every <a href> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def page_links(path: Path) -> list[str]:
+    parser = LinkParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser.hrefs
+
+
+@pytest.fixture(scope="module")
+def runnable_zip(html_dir) -> Path:
+    path = html_dir / RUNNABLE_ZIP
+    assert path.is_file(), f"the book build wrote no {path}"
+    return path
+
+
+def test_every_page_links_the_runnable_book_relatively(html_dir, runnable_zip):
+    """In the HTML itself (no script needed): a relative link that finds the zip."""
+    pages = [html_dir / f"{docname}.html" for docname in PAGES]
+    pages += [html_dir / "genindex.html", html_dir / "search.html"]
+    missing = []
+    for page in pages:
+        targets = {
+            (page.parent / href).resolve()
+            for href in page_links(page)
+            if href.endswith(RUNNABLE_ZIP) and "://" not in href
+        }
+        if targets != {runnable_zip.resolve()}:
+            missing.append(f"{page.relative_to(html_dir)}: {sorted(map(str, targets))}")
+    assert not missing, "pages without a relative link to the zip:\n" + "\n".join(
+        missing
+    )
+
+
+def test_runnable_book_holds_what_a_chapter_needs(runnable_zip):
+    with zipfile.ZipFile(runnable_zip) as archive:
+        names = set(archive.namelist())
+        assert archive.testzip() is None
+    chapters = {f"{RUNNABLE_FOLDER}/{doc}.ipynb" for doc in PAGES if "chapters/" in doc}
+    assert chapters, "book/_toc.yml lists no chapter"
+    needed = chapters | {f"{RUNNABLE_FOLDER}/{name}" for name in RUNNABLE_FILES}
+    assert needed <= names, f"missing from the zip: {sorted(needed - names)}"
+    # Nothing else than what the extension lists (each a file of the repository).
+    assert names == set(runnable_book.runnable_book_files(ROOT))
+
+
+def test_runnable_book_imports_outside_the_repository(runnable_zip, tmp_path):
+    """Unzipped elsewhere, its chapters' imports resolve to the zip's own files."""
+    with zipfile.ZipFile(runnable_zip) as archive:
+        archive.extractall(tmp_path)
+    book = tmp_path / RUNNABLE_FOLDER
+    # As a chapter runs after `pip install -e .` in the unzipped folder: the
+    # folder on sys.path, the repository (the venv's editable install) off it.
+    probe = (
+        "import os, sys\n"
+        "sys.path = [p for p in sys.path\n"
+        f"            if os.path.realpath(p or '.') != {str(ROOT)!r}]\n"
+        f"sys.path.insert(0, {str(book)!r})\n"
+        "import vae_config, vae_helpers\n"
+        "print(vae_helpers.__file__)\n"
+        "print(vae_helpers.results_dir())\n"
+        "print(len(vae_config.RunConfig().problems()))\n"
+    )
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("VAE_RESULTS_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=book / "chapters",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    module, results, problems = done.stdout.split("\n")[-4:-1]
+    assert Path(module).resolve() == (book / "vae_helpers.py").resolve()
+    assert Path(results).resolve().parent == (book / "results").resolve()
+    assert problems == "0"  # the default settings are valid
+
+
+def test_the_build_trained_into_its_own_folder(html_dir):
+    """Chapter 6 of this build trained into the build's results, not results/."""
+    output = html_dir.parents[1]  # _build/<mode>/_build/html -> _build/<mode>
+    runs = sorted((output / "results").glob("*/run.json"))
+    assert runs, f"no finished training run in {output / 'results'}"

@@ -145,7 +145,7 @@ def strict_json(path):
 def test_fast_run_writes_one_complete_run(fast_run):
     out, result = fast_run
     names = sorted(p.name for p in out.iterdir())
-    assert names == [*sorted(vh.RUN_FILES), "run.json"]
+    assert names == sorted([*vh.RUN_FILES, "run.json"])
     metrics = strict_json(out / "metrics.json")
     strict_json(out / "history.json")
     assert vh.check_run(out) == metrics
@@ -209,7 +209,7 @@ def test_interrupted_run_leaves_the_previous_run_as_it_was(fast_run, tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "vae.py"), "--output-dir", str(out)],
         cwd=ROOT,
-        env={**os.environ, "VAE_FAST": "1"},
+        env={**os.environ, "VAE_FAST": "1", "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

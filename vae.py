@@ -51,9 +51,10 @@ def any_int(text):
 
 
 def non_negative_int(text):
-    if text.strip() == "0":
-        return 0
-    return positive_int(text)
+    value = any_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def image_count(text):

@@ -78,6 +78,22 @@ def positive_float(text):
     return value
 
 
+def choice_list(choices, what):
+    """A flag type for 'a,c': those of `choices`, in their order; else one line."""
+
+    def parse(text):
+        names = {n.strip() for n in text.split(",") if n.strip()}
+        unknown = sorted(names - set(choices))
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {','.join(unknown) or repr(text)}; "
+                f"choose from {','.join(choices)}"
+            )
+        return [n for n in choices if n in names]
+
+    return parse
+
+
 def parse_args(argv=None):
     """Flags -> (RunConfig, data path, output dir); bad ones end in one line."""
     d = RunConfig()

@@ -26,7 +26,6 @@ results/bench/ (results/bench-quick/ with --quick). Definitions: benchmarks/READ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -44,7 +43,12 @@ sys.path.insert(0, str(ROOT))  # vae.py's parser pieces, shared with the CLI
 from study import machine_info  # noqa: E402
 
 import vae_helpers as vh  # noqa: E402
-from vae import OneLineParser, check_output_dir, positive_int  # noqa: E402
+from vae import (  # noqa: E402
+    OneLineParser,
+    check_output_dir,
+    choice_list,
+    positive_int,
+)
 
 keras, tf, layers = vh.keras, vh.tf, vh.layers
 PROG = "bench_training.py"
@@ -603,18 +607,6 @@ def default_configs() -> tuple[list[str], dict]:
     }
 
 
-def config_list(text: str) -> list[str]:
-    """'a,c' -> the chosen configurations, in the order a, b, c, d."""
-    keys = {k.strip() for k in text.split(",") if k.strip()}
-    unknown = sorted(keys - set(BENCHES))
-    if unknown or not keys:
-        raise argparse.ArgumentTypeError(
-            f"unknown configuration(s) {','.join(unknown) or repr(text)}; "
-            f"choose from {','.join(BENCHES)}"
-        )
-    return [k for k in BENCHES if k in keys]
-
-
 def iw_image_count(text: str) -> int | str:
     return "all" if text == "all" else positive_int(text)
 
@@ -627,7 +619,7 @@ def parse_args(argv=None):
     add("--output-dir", type=Path, help="default results/bench (-quick with --quick)")
     add(
         "--configs",
-        type=config_list,
+        type=choice_list(BENCHES, "configuration(s)"),
         help="e.g. a,c,d; default a,b,c, and d where the CPU has native bfloat16",
     )
     add("--data", metavar="PATH", help="local MNIST .npz (else $VAE_MNIST_PATH)")

@@ -16,7 +16,6 @@ summary.md are rebuilt from the folders there. Definitions: benchmarks/README.md
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # vae.py's argument parser, shared with the CLI
 
 import vae_helpers as vh  # noqa: E402
-from vae import OneLineParser  # noqa: E402
+from vae import OneLineParser, choice_list  # noqa: E402
 
 tf = vh.tf
 PROG = "study.py"
@@ -445,23 +444,14 @@ def markdown(summary: dict) -> str:
 # ----------------------------------------------------------------------------
 
 
-def run_names(text: str) -> list[str]:
-    """'default,seed-7' -> those runs, in the study's order."""
-    names = {n.strip() for n in text.split(",") if n.strip()}
-    unknown = sorted(names - set(RUNS))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown run(s) {','.join(unknown) or repr(text)}; "
-            f"choose from {','.join(RUNS)}"
-        )
-    return [n for n in RUNS if n in names]
-
-
 def parse_args(argv=None):
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     add = parser.add_argument
     add(
-        "--only", type=run_names, default=list(RUNS), help="runs to do, comma-separated"
+        "--only",
+        type=choice_list(RUNS, "run(s)"),
+        default=list(RUNS),
+        help="runs to do, comma-separated",
     )
     add("--quick", action="store_true", help="fast mode (VAE_FAST=1), 1 epoch, k=50")
     add("--table", action="store_true", help="only rebuild summary.json and .md")

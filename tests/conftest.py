@@ -59,14 +59,19 @@ def real_mnist_path():
     return os.environ.get("VAE_MNIST_PATH")
 
 
-def run_cli(*args, env=None, timeout=600):
-    """Runs `python vae.py ARGS` from the repo root; returns CompletedProcess."""
+def run_script(script, *args, env=None, timeout=600):
+    """Runs `python SCRIPT ARGS` from the repo root; returns CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, str(ROOT / "vae.py"), *map(str, args)],
+        [sys.executable, str(script), *map(str, args)],
         cwd=ROOT,
         env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli(*args, env=None, timeout=600):
+    """Runs `python vae.py ARGS` from the repo root; returns CompletedProcess."""
+    return run_script(ROOT / "vae.py", *args, env=env, timeout=timeout)

@@ -2,12 +2,11 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 import vae_helpers as vh
 
@@ -37,13 +36,7 @@ POSITIVE = (
 
 
 def run_bench(*args, timeout=900):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_script(SCRIPT, *args, timeout=timeout)
 
 
 def finite_positive(value):

@@ -3,12 +3,11 @@
 import dataclasses
 import json
 import math
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 import vae_helpers as vh
 
@@ -30,13 +29,7 @@ def strict_json(path):
 
 
 def run_study(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_script(SCRIPT, *args, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------

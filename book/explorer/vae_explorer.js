@@ -160,19 +160,26 @@
             if (ix < 0 || ix >= w) continue;
             var xBase = (iy * w + ix) * cin;
             var kBase = (ky * kw + kx) * cin * cout;
-            for (var ci = 0; ci < cin; ci++) {
-              var v = x[xBase + ci];
-              if (v === 0) continue;
-              var kRow = kBase + ci * cout;
-              for (var co = 0; co < cout; co++) {
-                sums[o + co] += v * k[kRow + co];
-              }
-            }
+            addTap(sums, o, x, xBase, k, kBase, cin, cout);
           }
         }
       }
     }
     return finish(sums, layer.activation, [oh, ow, cout]);
+  }
+
+  // One kernel tap shared by conv2d and its transpose: the cin input channels
+  // at x[xBase..] times the kernel's (cin, cout) block at k[kBase..], added into
+  // the cout sums at sums[o..]. Zero inputs (ReLU's many) are skipped.
+  function addTap(sums, o, x, xBase, k, kBase, cin, cout) {
+    for (var ci = 0; ci < cin; ci++) {
+      var v = x[xBase + ci];
+      if (v === 0) continue;
+      var kRow = kBase + ci * cout;
+      for (var co = 0; co < cout; co++) {
+        sums[o + co] += v * k[kRow + co];
+      }
+    }
   }
 
   // The transpose (the gradient) of conv2d: each input pixel adds the kernel,
@@ -208,14 +215,7 @@
             if (ox < 0 || ox >= ow) continue;
             var o = (oy * ow + ox) * cout;
             var kBase = (ky * kw + kx) * cin * cout;
-            for (var ci = 0; ci < cin; ci++) {
-              var v = x[xBase + ci];
-              if (v === 0) continue;
-              var kRow = kBase + ci * cout;
-              for (var co = 0; co < cout; co++) {
-                sums[o + co] += v * k[kRow + co];
-              }
-            }
+            addTap(sums, o, x, xBase, k, kBase, cin, cout);
           }
         }
       }

@@ -1,7 +1,9 @@
 """`python vae.py`: one-line errors for bad input, and a fast end-to-end run."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -217,8 +219,9 @@ def test_interrupted_run_leaves_the_previous_run_as_it_was(fast_run, tmp_path):
         # Python keeps it ignored: restore the default, as a terminal has it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    for line in process.stdout:  # blocks until Keras starts the epoch
-        if line.startswith("Epoch 1/"):
+    steps = math.ceil(vh.FAST_TRAIN_IMAGES / vh.DEFAULTS.batch_size)
+    for line in process.stdout:  # blocks until Keras' progress bar shows a step
+        if re.search(rf"\b\d+/{steps}\b", line):  # "1/64", amid colour codes
             break
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

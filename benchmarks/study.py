@@ -264,9 +264,12 @@ def machine_info() -> dict:
 
 
 def spread(values) -> dict:
-    """Mean, sample standard deviation, min and max of the seeds' scores."""
+    """Mean, sample standard deviation, min and max of the seeds' scores.
+
+    One seed has no spread: its std is null (strict JSON has no NaN).
+    """
     values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    std = float(values.std(ddof=1)) if len(values) > 1 else None
     return {
         "n": len(values),
         "mean": float(values.mean()),
@@ -417,9 +420,11 @@ def markdown(summary: dict) -> str:
         for key in SPREAD_SCORES:
             if key in seeds:
                 s = seeds[key]
+                std = (
+                    "no spread from one seed" if s["std"] is None else f"{s['std']:.3f}"
+                )
                 lines.append(
-                    f"- {key}: {s['mean']:.3f} ± {s['std']:.3f} "
-                    f"({s['min']:.3f}–{s['max']:.3f})"
+                    f"- {key}: {s['mean']:.3f} ± {std} ({s['min']:.3f}–{s['max']:.3f})"
                 )
         lines.append(
             f"- grids with all ten digits (≥{MIN_CELLS} confident cells each): "

@@ -31,23 +31,20 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive whole number, got {value}"
-        )
-    return value
-
-
 def any_int(text):
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text):
+    value = any_int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive whole number, got {value}"
+        )
+    return value
 
 
 def non_negative_int(text):

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint unit notebooks book book-fast browser-test bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-backends.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt

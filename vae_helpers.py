@@ -275,17 +275,17 @@ def kl_divergence(z_mean, z_log_var):
 
 @keras.saving.register_keras_serializable(package="vae")
 class CustomVariationalLayer(layers.Layer):
-    """Adds the VAE loss to the model with `self.add_loss`; passes x through.
+    """Adds the VAE loss to the model with `self.add_loss`; returns its two terms.
 
     The loss is the negative ELBO per image, averaged over the batch:
     sum of BCE over pixels (from the decoder's logits) + β · KL summed over
     latent dimensions. It computes in float32 even under mixed precision:
     bfloat16 keeps about 3 significant digits, too few for a sum of 784 pixel
-    terms near 140 nats. Keras 3
-    dropped `add_loss(loss, inputs=...)`; calling `self.add_loss(loss)` inside
-    `call()` works, with `model.compile(loss=None)`. β lives in a variable so a
-    warm-up callback can ramp it without recompiling. Each term is logged as a
-    metric, so `fit()` shows reconstruction and KL apart.
+    terms near 140 nats. Keras 3 dropped `add_loss(loss, inputs=...)`; calling
+    `self.add_loss(scalar)` inside `call()` works on every backend, with
+    `model.compile(loss=None)`. β lives in a variable so a warm-up callback can
+    ramp it without recompiling. The per-image terms are the layer's output, so
+    the model can log them (`VariationalAutoencoder.compute_metrics`).
     """
 
     def __init__(self, kl_weight: float = 1.0, **kwargs):
@@ -298,20 +298,36 @@ class CustomVariationalLayer(layers.Layer):
             trainable=False,
             name="kl_weight",
         )
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
 
     def call(self, inputs):
         x, x_logits, z_mean, z_log_var = (ops.cast(t, "float32") for t in inputs)
         reconstruction = reconstruction_loss(x, x_logits, from_logits=True)
         kl = kl_divergence(z_mean, z_log_var)
         self.add_loss(ops.mean(reconstruction + self.kl_weight * kl))
-        self.reconstruction_tracker.update_state(reconstruction)
-        self.kl_tracker.update_state(kl)
-        return x
+        return {"reconstruction": reconstruction, "kl": kl}
 
     def get_config(self):
         return {**super().get_config(), "kl_weight": self.target_kl_weight}
+
+
+@keras.saving.register_keras_serializable(package="vae")
+class VariationalAutoencoder(keras.Model):
+    """The functional VAE, logging its loss terms as `reconstruction` and `kl`.
+
+    The trackers live in the model, not in the loss layer: a metric updated
+    inside a layer's `call()` breaks JAX's stateless training step
+    (keras-team/keras#19402), while `compute_metrics` works on all backends.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.reconstruction_tracker.update_state(y_pred["reconstruction"])
+        self.kl_tracker.update_state(y_pred["kl"])
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
 
 def build_vae(
@@ -321,7 +337,8 @@ def build_vae(
 ):
     """The whole model: encoder -> sampling -> decoder -> loss layer.
 
-    Returns (vae, encoder, decoder); the three share their weights.
+    Returns (vae, encoder, decoder); the three share their weights. The vae
+    maps images to their per-image loss terms, {"reconstruction", "kl"}.
     """
     encoder = build_encoder(latent_dim)
     decoder = build_decoder(latent_dim)
@@ -329,10 +346,10 @@ def build_vae(
     z_mean, z_log_var = encoder(inputs)
     z = Sampling(seed=seed, name="sampling")([z_mean, z_log_var])
     x_logits = decoder_logits(decoder)(z)
-    outputs = CustomVariationalLayer(kl_weight, name="vae_loss")(
+    terms = CustomVariationalLayer(kl_weight, name="vae_loss")(
         [inputs, x_logits, z_mean, z_log_var]
     )
-    return keras.Model(inputs, outputs, name="vae"), encoder, decoder
+    return VariationalAutoencoder(inputs, terms, name="vae"), encoder, decoder
 
 
 def loss_layer(vae: keras.Model) -> CustomVariationalLayer:
@@ -401,6 +418,9 @@ class KLWarmup(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.step <= self.steps:  # after the ramp, β stays put: no work
+            # JAX's fit() keeps the variables' values outside the model while
+            # it trains: fetch them first, or the assignment is lost (keras#19054)
+            getattr(self.model, "jax_state_sync", lambda: None)()
             fraction = 1.0 if self.steps == 0 else self.step / self.steps
             self.layer.kl_weight.assign(fraction * self.layer.target_kl_weight)
         self.step += 1
@@ -540,14 +560,19 @@ def evaluate_elbo(encoder, decoder, x, batch_size=500, seed=0):
     reconstruction, kl = [], []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        z_mean, z_log_var = (np.asarray(t) for t in encoder(batch, training=False))
+        z_mean, z_log_var = encoder.predict_on_batch(batch)  # NumPy, any backend
         epsilon = rng.standard_normal(z_mean.shape).astype("float32")
         z = z_mean + np.exp(0.5 * z_log_var) * epsilon
-        logits = logits_of(z, training=False)
-        reconstruction.append(
-            np.asarray(reconstruction_loss(batch, logits, from_logits=True))
+        logits = logits_of.predict_on_batch(z)
+        # The book's own loss functions, on backend tensors: NumPy arrays and
+        # torch tensors do not mix in one expression.
+        batch, logits, z_mean, z_log_var = map(
+            ops.convert_to_tensor, (batch, logits, z_mean, z_log_var)
         )
-        kl.append(np.asarray(kl_divergence(z_mean, z_log_var)))
+        reconstruction.append(
+            ops.convert_to_numpy(reconstruction_loss(batch, logits, from_logits=True))
+        )
+        kl.append(ops.convert_to_numpy(kl_divergence(z_mean, z_log_var)))
     reconstruction, kl = np.concatenate(reconstruction), np.concatenate(kl)
     return {
         "neg_elbo": float(np.mean(reconstruction + kl)),

@@ -42,6 +42,8 @@ QUICK_IW_K = 50
 MIN_CELLS = 3  # a grid holds a digit if at least this many cells read as it
 CONFIDENCE = 0.9
 ROW = "summary.json"  # a run's row of the table, beside train_and_save's files
+CODES = "codes.npz"  # z_mean of the first test images, for the chapter's scatter
+CODE_IMAGES = 5000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +218,36 @@ def ensure_row(name: str, folder: Path, metrics: dict, classifier) -> dict:
     return row
 
 
+def ensure_codes(name: str, folder: Path, metrics: dict, data=None) -> bool:
+    """Writes folder/codes.npz (z_mean, labels, run_id) if the weights are here.
+
+    The committed folders keep no weights (too large for git), so the chapter
+    reads the codes instead; a run whose weights are gone keeps its old codes.
+    """
+    target = folder / CODES
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with np.load(target) as codes:
+            if str(codes["run_id"]) == metrics["run_id"]:
+                return True
+    weights = folder / "vae.weights.h5"
+    if not weights.is_file():
+        return False
+    config = metrics["config"]
+    vae, encoder, _ = vh.build_vae(config["latent_dim"], 1.0, config["seed"])
+    vh.load_weights(vae, weights)
+    _, (x_test, y_test) = vh.load_mnist(data)
+    x, labels = x_test[:CODE_IMAGES], y_test[:CODE_IMAGES]
+    if RUNS[name].binarised:  # the same binarised test images the run was scored on
+        x = binarise(x_test, TEST_DRAW_SEED)[:CODE_IMAGES]
+    z_mean, _ = vh.encode(encoder, x)
+    with vh.atomic_path(target) as tmp:
+        with open(tmp, "wb") as file:
+            np.savez_compressed(
+                file, z_mean=z_mean, labels=labels, run_id=np.str_(metrics["run_id"])
+            )
+    return True
+
+
 def train_run(name: str, out: Path, data, quick: bool, classifier) -> dict:
     """Trains and scores one run unless its folder holds it already; its row."""
     run, folder = RUNS[name], out / name
@@ -231,6 +263,7 @@ def train_run(name: str, out: Path, data, quick: bool, classifier) -> dict:
         ):
             vh.train_and_save(config, folder, data=data, verbose=2)
         metrics = vh.check_run(folder)
+    ensure_codes(name, folder, metrics, data)
     return ensure_row(name, folder, metrics, classifier)
 
 
@@ -302,7 +335,7 @@ def seed_summary(rows: dict) -> dict:
     }
 
 
-def collect_rows(out: Path, quick: bool, classifier_of) -> dict:
+def collect_rows(out: Path, quick: bool, classifier_of, data=None) -> dict:
     """The rows of every finished run in `out` (quick or full), in order."""
     rows = {}
     for name in RUNS:
@@ -319,12 +352,13 @@ def collect_rows(out: Path, quick: bool, classifier_of) -> dict:
         rows[name] = read_row(folder, metrics["run_id"]) or ensure_row(
             name, folder, metrics, classifier_of()
         )
+        ensure_codes(name, folder, metrics, data)
     return rows
 
 
-def build_table(out: Path, quick: bool, classifier_of) -> dict:
+def build_table(out: Path, quick: bool, classifier_of, data=None) -> dict:
     """Rewrites out/summary.json and out/summary.md; returns the summary."""
-    rows = collect_rows(out, quick, classifier_of)
+    rows = collect_rows(out, quick, classifier_of, data)
     summary = {
         "study": "beta, latent size, seeds, binarised MNIST (benchmarks/study.py)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -487,8 +521,8 @@ def main(argv=None) -> int:
             except vh.TrainingDiverged as error:
                 print(f"{PROG}: {name}: {error}", file=sys.stderr)
                 failed.append(name)
-            build_table(out, quick, classifier_of)
-        summary = build_table(out, quick, classifier_of)
+            build_table(out, quick, classifier_of, args.data)
+        summary = build_table(out, quick, classifier_of, args.data)
     except (vh.DataError, vh.ConfigError, OSError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

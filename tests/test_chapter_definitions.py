@@ -20,7 +20,13 @@ import vae_helpers as vh
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "vae-definition"
-PARTS = {"encoder", "decoder", "Sampling", "CustomVariationalLayer"}
+PARTS = {
+    "encoder",
+    "decoder",
+    "Sampling",
+    "CustomVariationalLayer",
+    "VariationalAutoencoder",
+}
 
 
 def definition_cells(folder=ROOT / "chapters"):
@@ -88,8 +94,8 @@ def compare_sampling(ours, theirs):
 
 
 def compare_loss_layer(ours, theirs):
-    """Same loss, same output and same logged terms on random inputs, for two
-    KL weights, in float32 and under bfloat16."""
+    """Same loss and the same per-image terms on random inputs, for two KL
+    weights, in float32 and under bfloat16."""
     rng = np.random.default_rng(2)
     x = rng.random((8, *vh.IMAGE_SHAPE)).astype("float32")
     x_logits = (3 * rng.normal(size=x.shape)).astype("float32")
@@ -102,22 +108,39 @@ def compare_loss_layer(ours, theirs):
                 our_layer, their_layer = ours(kl_weight), theirs(kl_weight)
             results = []
             for layer in (our_layer, their_layer):
-                output = layer(inputs)
+                terms = layer(inputs)
                 losses = [float(loss) for loss in layer.losses]
-                logged = {m.name: float(m.result()) for m in layer.metrics}
-                results.append((ops.convert_to_numpy(output), losses, logged))
-            (our_out, our_losses, our_logged), (out, losses, logged) = results
-            np.testing.assert_allclose(our_out, out, rtol=1e-6)
+                terms = {k: ops.convert_to_numpy(v) for k, v in terms.items()}
+                results.append((terms, losses))
+            (our_terms, our_losses), (terms, losses) = results
             assert len(our_losses) == len(losses) == 1, (our_losses, losses)
             np.testing.assert_allclose(our_losses, losses, rtol=1e-5)
-            assert our_logged.keys() == logged.keys(), (our_logged, logged)
-            for name, value in logged.items():
-                np.testing.assert_allclose(our_logged[name], value, rtol=1e-5)
+            assert our_terms.keys() == terms.keys(), (our_terms, terms)
+            for name, value in terms.items():
+                np.testing.assert_allclose(our_terms[name], value, rtol=1e-5)
+
+
+def compare_model_class(ours, theirs):
+    """The same logs from one fit() step of the module's graph wrapped in each
+    class (a learning rate of 1e-12: the logs are the starting terms)."""
+    x = np.random.default_rng(3).random((32, *vh.IMAGE_SHAPE)).astype("float32")
+    logs = []
+    for model_class in (ours, theirs):
+        keras.utils.set_random_seed(0)  # the same weights and noise for both
+        vae, _, _ = vh.build_vae(seed=0)
+        model = model_class(vae.input, vae.output)
+        vh.compile_vae(model, 1e-12)
+        fit = model.fit(x, epochs=1, batch_size=32, shuffle=False, verbose=0)
+        logs.append({k: v[0] for k, v in fit.history.items()})
+    assert logs[0].keys() == logs[1].keys() >= {"loss", "reconstruction", "kl"}
+    for name, value in logs[1].items():
+        np.testing.assert_allclose(logs[0][name], value, rtol=1e-5, err_msg=name)
 
 
 LAYER_CHECKS = {
     "Sampling": compare_sampling,
     "CustomVariationalLayer": compare_loss_layer,
+    "VariationalAutoencoder": compare_model_class,
 }
 
 
@@ -193,3 +216,15 @@ def test_a_different_loss_fails():
 
     with pytest.raises(AssertionError):
         compare({"CustomVariationalLayer": CustomVariationalLayer})
+
+
+def test_a_model_that_logs_other_terms_fails():
+    """The model-class comparison can fail: the KL tracker fed the reconstruction."""
+
+    class VariationalAutoencoder(vh.VariationalAutoencoder):
+        def compute_metrics(self, x, y, y_pred, sample_weight=None):
+            y_pred = {**y_pred, "kl": y_pred["reconstruction"]}
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    with pytest.raises(AssertionError):
+        compare({"VariationalAutoencoder": VariationalAutoencoder})

@@ -180,6 +180,25 @@ def test_quick_study_writes_each_run_and_a_strict_summary(quick_study):
 
 
 @pytest.mark.timeout(900)
+def test_quick_study_keeps_each_runs_test_codes_for_the_chapter(quick_study):
+    out, _ = quick_study
+    _, (_, y_test) = vh.load_mnist()
+    n = min(study.CODE_IMAGES, len(y_test))
+    codes = {}
+    for name in QUICK_RUNS:
+        with np.load(out / name / study.CODES) as file:
+            assert str(file["run_id"]) == vh.check_run(out / name)["run_id"]
+            np.testing.assert_array_equal(file["labels"], y_test[:n])
+            codes[name] = file["z_mean"]
+        assert codes[name].shape == (n, vh.DEFAULTS.latent_dim)
+        assert np.isfinite(codes[name]).all() and codes[name].std(0).min() > 0.01
+    assert not np.allclose(codes["default"], codes["binarised"])
+    before = (out / "default" / study.CODES).stat().st_mtime_ns
+    study.ensure_codes("default", out / "default", vh.check_run(out / "default"))
+    assert (out / "default" / study.CODES).stat().st_mtime_ns == before  # kept
+
+
+@pytest.mark.timeout(900)
 def test_quick_study_table_rows_match_the_json(quick_study):
     out, result = quick_study
     summary = strict_json(out / "summary.json")

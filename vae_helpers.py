@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -449,6 +450,8 @@ def compile_vae(
 ):
     """Adam, no Keras loss (the loss layer adds it), XLA as in DEFAULTS.
 
+    `jit_compile` is TensorFlow's choice: JAX always compiles its step (without
+    it, JAX runs op by op, many times slower) and PyTorch runs eagerly.
     With `decay_steps` (the run's total), the learning rate rises linearly
     from 0 over `warmup_steps`, then follows a cosine down to 0 at the last
     step. The warm-up keeps Adam's first, poorly scaled steps from throwing
@@ -465,7 +468,9 @@ def compile_vae(
     vae.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=None,
-        jit_compile=jit_compile,
+        jit_compile={"tensorflow": bool(jit_compile), "jax": True}.get(
+            keras.backend.backend(), False
+        ),
     )
     return vae
 
@@ -659,6 +664,44 @@ def encode(encoder, x, batch_size=1000):
     """(z_mean, z_log_var) as NumPy arrays for all of x."""
     z_mean, z_log_var = encoder.predict(x, batch_size=batch_size, verbose=0)
     return z_mean, z_log_var
+
+
+# ----------------------------------------------------------------------------
+# Gradients on any backend (the chapters' checks of the maths)
+# ----------------------------------------------------------------------------
+
+
+def value_and_gradients(f, *arguments):
+    """f(*arguments) and its gradients with respect to each argument, as NumPy.
+
+    `f` is written in `keras.ops`; each backend differentiates it its own way
+    (TensorFlow's GradientTape, jax.grad, torch.autograd), which Keras does not
+    wrap outside of training, hence these few lines. `f` must return a scalar.
+    """
+    arguments = [np.asarray(a, dtype="float32") for a in arguments]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        variables = [tf.Variable(a) for a in arguments]
+        with tf.GradientTape() as tape:
+            value = f(*variables)
+        grads = tape.gradient(value, variables, unconnected_gradients="zero")
+    elif backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(f, argnums=range(len(arguments)))(*arguments)
+    elif backend == "torch":
+        import torch
+
+        leaves = [torch.tensor(a, requires_grad=True) for a in arguments]
+        value = f(*leaves)
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = [
+            torch.zeros_like(t) if g is None else g
+            for t, g in zip(leaves, grads, strict=True)
+        ]
+    else:
+        raise ValueError(f"no gradients for the {backend} backend")
+    return float(ops.convert_to_numpy(value)), [ops.convert_to_numpy(g) for g in grads]
 
 
 # ----------------------------------------------------------------------------
@@ -1132,7 +1175,28 @@ def versions() -> dict[str, str]:
         "tensorflow": tf.__version__,
         "numpy": np.__version__,
         "backend": keras.backend.backend(),
+        **backend_version(),
     }
+
+
+def backend_version() -> dict[str, str]:
+    """The version of the backend library Keras runs on, if it is not TF."""
+    backend = keras.backend.backend()
+    if backend in ("jax", "torch"):
+        return {backend: importlib.import_module(backend).__version__}
+    return {}
+
+
+def versions_line() -> str:
+    """One line for the top of a page: what it was executed with."""
+    v = versions()
+    backend = v["backend"]
+    engine = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}[backend]
+    engine_version = v.get(backend, v["tensorflow"])
+    return (
+        f"Keras {v['keras']} on {engine} {engine_version} (KERAS_BACKEND={backend}), "
+        f"Python {v['python']}, NumPy {v['numpy']}"
+    )
 
 
 @contextlib.contextmanager

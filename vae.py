@@ -176,7 +176,19 @@ def parse_args(argv=None):
         help="compile each training step with XLA (jit_compile); default off: "
         "slower at batch 32 on the CPUs measured, faster at 128",
     )
+    add(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="train data-parallel on N devices (KERAS_BACKEND=jax; on a CPU, N "
+        "host devices via XLA_FLAGS, for testing: no speed-up)",
+    )
     args = parser.parse_args(argv)
+    if args.devices > 1 and os.environ.get("KERAS_BACKEND") != "jax":
+        parser.error(
+            f"--devices {args.devices} needs KERAS_BACKEND=jax "
+            "(data-parallel training runs on Keras' JAX distribution API)"
+        )
     fields = {f for f in RunConfig.__dataclass_fields__ if hasattr(args, f)}
     config = RunConfig(
         **{f: getattr(args, f) for f in fields}, grid_check=not args.no_grid_check
@@ -184,7 +196,16 @@ def parse_args(argv=None):
     problems = config.problems()
     if problems:
         parser.error(problems[0])
-    return config, args.data, args.output_dir
+    return config, args.data, args.output_dir, args.devices
+
+
+def expose_host_devices(devices: int):
+    """Lets JAX split this CPU into `devices` devices; set before JAX starts.
+
+    Only the CPU platform is affected: on a machine with GPUs, JAX uses those.
+    """
+    flag = f"--xla_force_host_platform_device_count={devices}"
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 
 def check_output_dir(path: Path):
@@ -236,7 +257,9 @@ def report(metrics, output_dir):
 
 
 def main(argv=None):
-    config, data, output_dir = parse_args(argv)
+    config, data, output_dir, devices = parse_args(argv)
+    if devices > 1:
+        expose_host_devices(devices)
     import vae_helpers as vh  # TensorFlow loads here, once the flags are good
 
     try:
@@ -249,7 +272,11 @@ def main(argv=None):
                 f"note: latent_dim={config.latent_dim}; the grid varies z1 and z2 "
                 f"and holds the other {config.latent_dim - 2} dimensions at 0"
             )
-        *_, metrics, _ = vh.train_and_save(config, output_dir, data=data)
+        if devices > 1:
+            print(f"data-parallel over {devices} devices: {vh.device_names(devices)}")
+        *_, metrics, _ = vh.train_and_save(
+            config, output_dir, data=data, devices=devices
+        )
         report(metrics, output_dir)
     except (vh.DataError, vh.ConfigError, OSError) as error:
         print(f"vae.py: error: {error}", file=sys.stderr)

@@ -989,8 +989,63 @@ def as_float32(vae, config):
     return copy
 
 
+@contextlib.contextmanager
+def data_parallel(devices: int = 1, batch_sizes=()):
+    """Models built and trained inside are replicated on `devices` devices, and
+    each batch is split between them (`keras.distribution.DataParallel`).
+
+    Keras' distribution API runs on JAX. On a CPU, JAX shows one device unless
+    XLA_FLAGS has --xla_force_host_platform_device_count=N (`vae.py --devices`
+    sets it): the documented way to run multi-device code on one machine.
+    `batch_sizes` are the sizes the batches will have; each must split evenly.
+    """
+    if devices == 1:
+        yield None
+        return
+    if keras.backend.backend() != "jax":
+        raise ConfigError(
+            f"--devices {devices}: data-parallel training needs KERAS_BACKEND=jax "
+            f"(keras.distribution); this process runs {keras.backend.backend()}"
+        )
+    found = keras.distribution.list_devices()
+    if len(found) < devices:
+        raise ConfigError(
+            f"--devices {devices}: JAX sees {len(found)} device(s) "
+            f"({', '.join(found)}); on a CPU set XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={devices} before JAX starts"
+        )
+    uneven = sorted({b for b in batch_sizes if b % devices})
+    if uneven:
+        raise ConfigError(
+            f"--devices {devices}: a batch of {uneven[0]} images does not split "
+            f"evenly over {devices} devices; choose a --batch-size (and data) "
+            "whose batches do"
+        )
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=found[:devices])
+    )
+    try:
+        yield keras.distribution.distribution()
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+def device_names(devices: int) -> str:
+    return ", ".join(keras.distribution.list_devices()[:devices])
+
+
+def batch_sizes(images: int, batch_size: int) -> set[int]:
+    """The sizes of an epoch's batches: full ones and the last, shorter one."""
+    return {min(batch_size, images)} | ({images % batch_size} - {0})
+
+
 def train_and_save(
-    config: RunConfig = DEFAULTS, output_dir=None, data=None, verbose="auto"
+    config: RunConfig = DEFAULTS,
+    output_dir=None,
+    data=None,
+    verbose="auto",
+    devices: int = 1,
 ):
     """The whole default run, as `python vae.py` does it: train, score, grid, save.
 
@@ -998,7 +1053,9 @@ def train_and_save(
     the manifest run.json) are written into a fresh folder beside `output_dir`
     (default `results_dir()`) and swapped in whole at the end: an interrupted
     run leaves the previous run as it was. In fast mode it trains one epoch on
-    a small subset. Returns (vae, encoder, decoder, metrics, history).
+    a small subset. With `devices` > 1 it trains data-parallel (JAX only,
+    `data_parallel`); scoring runs as usual. Returns (vae, encoder, decoder,
+    metrics, history).
     """
     for problem in config.problems():
         raise ConfigError(problem)
@@ -1011,31 +1068,35 @@ def train_and_save(
     precision, precision_why = resolve_precision(config.precision)
     timer = Stopwatch()
 
+    sizes = batch_sizes(len(x_train), config.batch_size)
+    sizes |= batch_sizes(len(x_test), config.batch_size)
+
     keras.utils.set_random_seed(config.seed)
-    with dtype_policy(precision):
-        vae, encoder, decoder = build_vae(
-            config.latent_dim, config.kl_weight, config.seed
-        )
-    compile_for_run(
-        vae,
-        len(x_train),
-        epochs,
-        config.batch_size,
-        config.learning_rate,
-        config.lr_warmup_epochs,
-        config.xla,
-    )
-    with timer("train"):
-        history = train_vae(
+    with data_parallel(devices, sizes):
+        with dtype_policy(precision):
+            vae, encoder, decoder = build_vae(
+                config.latent_dim, config.kl_weight, config.seed
+            )
+        compile_for_run(
             vae,
-            x_train,
-            x_test,
-            epochs=epochs,
-            batch_size=config.batch_size,
-            kl_warmup_epochs=config.kl_warmup_epochs,
-            verbose=verbose,
-            seed=config.seed,
+            len(x_train),
+            epochs,
+            config.batch_size,
+            config.learning_rate,
+            config.lr_warmup_epochs,
+            config.xla,
         )
+        with timer("train"):
+            history = train_vae(
+                vae,
+                x_train,
+                x_test,
+                epochs=epochs,
+                batch_size=config.batch_size,
+                kl_warmup_epochs=config.kl_warmup_epochs,
+                verbose=verbose,
+                seed=config.seed,
+            )
     if len(history["loss"]) < epochs or not np.all(np.isfinite(history["loss"])):
         raise TrainingDiverged(
             f"the loss became NaN or infinite in epoch {len(history['loss'])} of "
@@ -1058,6 +1119,7 @@ def train_and_save(
         "train_images": len(x_train),
         "test_images": len(x_test),
         "fast_mode": fast_mode(),
+        "devices": devices,
         **{f"{name}_seconds": seconds for name, seconds in timer.seconds.items()},
         "seconds_per_epoch": history["seconds"],
         "versions": versions(),

@@ -56,7 +56,9 @@ class GridCheck(keras.callbacks.Callback):
 
 
 def main(argv=None):
-    config, data, output_dir = parse_args(argv)
+    config, data, output_dir, devices = parse_args(argv)
+    if devices > 1:
+        sys.exit("grid_per_epoch.py: error: --devices: this probe trains on one device")
     output_dir = output_dir or ROOT / "results" / "grid-per-epoch"
     (x_train, _), (x_test, _) = vh.load_mnist(data)
     classifier, _ = vh.load_or_train_classifier(data)

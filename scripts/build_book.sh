@@ -108,12 +108,14 @@ else
     mnist=keras-download
 fi
 # One line per input: what it is, and its hash (classifier.keras: chapter 7 reads
-# its grid with it; absent in a clone that has not trained it yet).
+# its grid with it; absent in a clone that has not trained it yet; the study's
+# summary: chapter 9 reads the committed study).
 execution_inputs() {
     echo "mode $mode"
     echo "mnist $mnist"
     for file in vae_helpers.py vae_config.py requirements.txt \
-                results/classifier/classifier.keras; do
+                results/classifier/classifier.keras \
+                benchmarks/study.py results/study/summary.json; do
         if [[ -f "$file" ]]; then
             echo "$file $(sha256sum "$file" | cut -d' ' -f1)"
         else

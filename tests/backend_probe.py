@@ -2,6 +2,8 @@
 
     KERAS_BACKEND=jax python tests/backend_probe.py --out DIR
     KERAS_BACKEND=torch python tests/backend_probe.py --read DIR_A DIR_B
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax \
+        python tests/backend_probe.py --out DIR --devices 2
 
 Used by tests/test_backends.py, which runs it once per backend in a process of
 its own (Keras picks its backend at import). Training writes DIR/vae.weights.h5
@@ -50,25 +52,38 @@ class StepLosses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def train(out: Path) -> dict:
+def batch_shard_shape(distribution) -> list[int] | None:
+    """The part of one batch each device gets, as the distribution lays it out."""
+    if distribution is None:
+        return None
+    shape = (BATCH, *vh.IMAGE_SHAPE)
+    layout = distribution.get_data_layout(shape).backend_layout
+    return list(layout.shard_shape(shape))
+
+
+def train(out: Path, devices: int = 1) -> dict:
     x_train, x_test = probe_images()
     keras.utils.set_random_seed(0)
-    vae, encoder, decoder = vh.build_vae(seed=0)
-    vh.compile_for_run(vae, len(x_train), epochs=EPOCHS, batch_size=BATCH)
-    steps = StepLosses()
-    history = vh.train_vae(
-        vae,
-        x_train,
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        kl_warmup_epochs=1.0,
-        verbose=0,
-        callbacks=[steps],
-        seed=0,
-    )
+    with vh.data_parallel(devices, {BATCH}) as distribution:
+        vae, encoder, decoder = vh.build_vae(seed=0)
+        vh.compile_for_run(vae, len(x_train), epochs=EPOCHS, batch_size=BATCH)
+        steps = StepLosses()
+        history = vh.train_vae(
+            vae,
+            x_train,
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            kl_warmup_epochs=1.0,
+            verbose=0,
+            callbacks=[steps],
+            seed=0,
+        )
+        shard = batch_shard_shape(distribution)
     vh.save_weights(vae, out / "vae.weights.h5")
     return {
         "backend": keras.backend.backend(),
+        "devices": devices,
+        "batch_shard_shape": shard,
         "history": history,
         "step_losses": steps.losses,
         "kl_weight_after": float(
@@ -92,10 +107,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--read", nargs="+", type=Path)
+    parser.add_argument("--devices", type=int, default=1, help="JAX, data-parallel")
     args = parser.parse_args()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        report = train(args.out)
+        report = train(args.out, args.devices)
         vh.write_json(report, args.out / "probe.json")
     else:
         report = read(args.read)

@@ -17,8 +17,8 @@ PROBE = ROOT / "tests" / "backend_probe.py"
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def probe(backend, *args):
-    env = {"KERAS_BACKEND": backend, "VAE_FAST": ""}
+def probe(backend, *args, env=None):
+    env = {"KERAS_BACKEND": backend, "VAE_FAST": "", **(env or {})}
     result = run_script(PROBE, *args, env=env, timeout=900)
     assert result.returncode == 0, f"{backend}: {result.stderr[-3000:]}"
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -89,3 +89,19 @@ def test_the_backends_train_to_similar_losses(trained):
     """Not the same numbers (different kernels, random streams), the same model."""
     final = {b: trained[b][1]["history"]["loss"][-1] for b in BACKENDS}
     assert max(final.values()) < 1.1 * min(final.values()), final
+
+
+@pytest.mark.timeout(1800)
+def test_two_devices_split_each_batch_and_train_as_one(trained, tmp_path):
+    """Data-parallel on two host devices (keras.distribution on JAX): each device
+    gets half of each batch, the loss the loss layer adds is counted once (not
+    once per replica, keras-team/keras#19891), so the run follows the
+    single-device run, and its weights load into a single-device model."""
+    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    report = probe("jax", "--out", tmp_path, "--devices", "2", env=flags)
+    single = trained["jax"][1]
+    assert report["devices"] == 2 and single["batch_shard_shape"] is None
+    assert report["batch_shard_shape"] == [64 // 2, 28, 28, 1]
+    np.testing.assert_allclose(report["step_losses"], single["step_losses"], rtol=1e-3)
+    read = probe("tensorflow", "--read", tmp_path)["read"][str(tmp_path)]
+    np.testing.assert_allclose(read["z_mean"], report["z_mean"], atol=1e-4)

@@ -39,6 +39,7 @@ import vae_helpers as vh
         (["--iw-images", "0"], "--iw-images"),
         (["--precision", "float16"], "--precision"),
         (["--no-such-flag"], "--no-such-flag"),
+        (["--devices", "0"], "--devices"),
     ],
 )
 def test_bad_flags_give_one_line_naming_the_flag(args, named, capsys):
@@ -51,13 +52,28 @@ def test_bad_flags_give_one_line_naming_the_flag(args, named, capsys):
 
 
 def test_good_flags_make_the_run_config():
-    config, data, output_dir = vae.parse_args(
+    config, data, output_dir, devices = vae.parse_args(
         ["--seed", "0", "--iw-images", "all", "--no-grid-check", "--data", "m.npz"]
     )
     assert config.seed == 0 and config.iw_images is None and not config.grid_check
     assert config.batch_size == vh.DEFAULTS.batch_size and data == "m.npz"
-    assert output_dir is None
+    assert output_dir is None and devices == 1
     assert vae.parse_args([])[0] == vh.DEFAULTS
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", None])
+def test_devices_need_the_jax_backend(backend, monkeypatch, capsys):
+    if backend is None:
+        monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("KERAS_BACKEND", backend)
+    with pytest.raises(SystemExit) as exit_info:
+        vae.parse_args(["--devices", "2"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--devices 2 needs KERAS_BACKEND=jax" in lines[0]
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert vae.parse_args(["--devices", "2"])[3] == 2
 
 
 def test_help_and_flag_errors_do_not_import_tensorflow():

@@ -24,8 +24,18 @@ FILES = (
     "book/explorer/vae_explorer.js",
     "pyproject.toml",
     "requirements.txt",
+    "requirements-backends.txt",  # KERAS_BACKEND=jax or torch
+    "vae.py",  # the study's script imports its flag parsers
+    "benchmarks/study.py",  # chapter 9 reads the study with it
 )
 CHAPTERS = "chapters/*.ipynb"
+# Chapter 9's records: the committed study (no weights, which git ignores).
+STUDY = (
+    "results/study/*.json",
+    "results/study/*/*.json",
+    "results/study/*/*.png",
+    "results/study/*/*.npz",
+)
 HOW_TO_RUN = "book/HOW-TO-RUN.md"
 # A fixed timestamp: the same sources give the same bytes at every build.
 STAMP = (2026, 1, 1, 0, 0, 0)
@@ -39,6 +49,9 @@ def runnable_book_files(root: Path) -> dict[str, Path]:
     files = {f"{FOLDER}/{path.relative_to(root)}": path for path in chapters}
     for name in FILES:
         files[f"{FOLDER}/{name}"] = root / name
+    for pattern in STUDY:
+        for path in sorted(root.glob(pattern)):
+            files[f"{FOLDER}/{path.relative_to(root)}"] = path
     files[f"{FOLDER}/HOW-TO-RUN.md"] = root / HOW_TO_RUN
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:

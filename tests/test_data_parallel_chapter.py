@@ -8,7 +8,6 @@ already imported Keras on TensorFlow stops with one line).
 """
 
 import ast
-import json
 import os
 import re
 import subprocess
@@ -17,51 +16,28 @@ import sys
 import pytest
 import yaml
 from conftest import ROOT
+from notebook_checks import (
+    Chapter,
+    assert_committed_without_outputs,
+    assert_figures_read_aloud,
+    assert_glued_once_where_used,
+    assert_references_resolve,
+    source,
+    typed_numbers,
+)
 
-CHAPTER = ROOT / "chapters" / "10_data_parallel.ipynb"
+CHAPTER = Chapter(ROOT / "chapters" / "10_data_parallel.ipynb")
 DOC = "chapters/10_data_parallel"
-GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::([^`]*))?`")
-FIGURE_REF = re.compile(r"\{numref\}`([^`]+)`")
 FLAG = "--xla_force_host_platform_device_count="
 STARTS_KERAS = {"keras", "vae_helpers", "jax", "tensorflow"}
 
 
-def notebook_cells():
-    return json.loads(CHAPTER.read_text())["cells"]
-
-
-def cells(kind):
-    return [c for c in notebook_cells() if c["cell_type"] == kind]
-
-
-def source(cell):
-    return "".join(cell["source"])
-
-
-def prose():
-    return "\n".join(source(cell) for cell in cells("markdown"))
-
-
-def glued_names(code):
-    """The name of every glue("name", ...) call in a code cell's source."""
-    for node in ast.walk(ast.parse(code)):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", None) == "glue"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            yield node.args[0].value
-
-
 def first_code_cell():
-    return source(cells("code")[0])
+    return source(CHAPTER.cells("code")[0])
 
 
 def test_committed_without_outputs():
-    for cell in cells("code"):
-        assert cell["outputs"] == [], source(cell)[:80]
-        assert cell["execution_count"] is None, source(cell)[:80]
+    assert_committed_without_outputs(CHAPTER)
 
 
 def test_the_toc_lists_it_as_an_appendix_before_the_back_matter():
@@ -75,8 +51,9 @@ def test_the_toc_lists_it_as_an_appendix_before_the_back_matter():
 
 
 def test_it_opens_with_its_label_and_the_book_skeleton():
-    text = prose()
-    assert source(cells("markdown")[0]).startswith("(ch-data-parallel)=\n# Appendix")
+    text = CHAPTER.prose()
+    first = source(CHAPTER.cells("markdown")[0])
+    assert first.startswith("(ch-data-parallel)=\n# Appendix")
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
     for heading in ("Overview", "Prerequisites", "Imports", "Summary", "Exercises"):
         assert heading in headings, heading
@@ -86,56 +63,22 @@ def test_it_opens_with_its_label_and_the_book_skeleton():
 
 
 def test_every_glued_name_in_the_prose_is_glued_once_in_a_code_cell():
-    defined = [name for cell in cells("code") for name in glued_names(source(cell))]
-    used = {name for name, _ in GLUE_ROLE.findall(prose())}
-    assert used, "the chapter's prose uses no glued value"
-    assert not used - set(defined), f"used, never glued: {sorted(used - set(defined))}"
-    twice = sorted({name for name in defined if defined.count(name) > 1})
-    assert not twice, f"glued more than once: {twice}"
+    assert_glued_once_where_used(CHAPTER)
 
 
 def test_no_number_is_typed_into_the_prose():
     """Numbers in sentences come from glue; what is left is code, math and labels."""
-    text = prose()
-    code_or_math = r"^```(?:python|bash|\{math\})\n.*?^```$"
-    text = re.sub(code_or_math, "", text, flags=re.S | re.M)
-    text = re.sub(r"^\s*\d+\. ", "", text, flags=re.M)  # numbered exercises
-    text = re.sub(r"\$[^$]+\$", "", text)  # inline math
-    text = re.sub(r"\{[\w:]+\}`[^`]*`", "", text)  # roles: glue, ref, cite, numref
-    text = re.sub(r"`[^`]*`", "", text)  # inline code
-    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
-    text = re.sub(r"\(\w[\w-]*\)=", "", text)  # labels
-    allowed = {"0", "1", "2"}  # one device or two, process 0, the second exercise
-    found = sorted(set(re.findall(r"\d+(?:\.\d+)?", text)) - allowed)
+    # one device or two, process 0, the second exercise
+    found = typed_numbers(CHAPTER.prose(), allowed={"0", "1", "2"})
     assert not found, f"numbers typed into the prose: {found}"
 
 
 def test_every_figure_is_read_aloud_in_the_next_markdown_cell():
-    notebook = notebook_cells()
-    figures = 0
-    for index, cell in enumerate(notebook):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if cell["cell_type"] != "code" or not figure:
-            continue
-        figures += 1
-        following = [c for c in notebook[index + 1 :] if c["cell_type"] == "markdown"]
-        assert following, figure["name"]
-        assert figure["name"] in FIGURE_REF.findall(source(following[0])), figure
-    assert figures >= 1
+    assert_figures_read_aloud(CHAPTER, at_least=1)
 
 
 def test_labels_and_citations_exist():
-    chapters = "\n".join(p.read_text() for p in (ROOT / "chapters").glob("*.ipynb"))
-    text = prose()
-    for label in re.findall(r"\{ref\}`([^`<]+)`", text):
-        assert f"({label})=" in chapters, label
-    bib = (ROOT / "book" / "references.bib").read_text()
-    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
-    cited = re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text)
-    assert cited
-    for group in cited:
-        for key in group.split(","):
-            assert key.strip() in keys, key
+    assert assert_references_resolve(CHAPTER)
 
 
 def environ_assignments(tree):
@@ -232,7 +175,7 @@ def test_a_kernel_with_keras_on_another_backend_stops_with_one_line():
 
 
 def test_the_hardware_section_is_prose_with_code_that_is_not_run():
-    text = prose()
+    text = CHAPTER.prose()
     section = text.split("(sec-dp-hardware)=")[1].split("## Summary")[0]
     assert "Not run here" in section
     fenced = "\n".join(re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M))
@@ -243,14 +186,14 @@ def test_the_hardware_section_is_prose_with_code_that_is_not_run():
         "ModelParallel",
     ):
         assert name in fenced, name
-    code = "\n".join(source(cell) for cell in cells("code"))
+    code = "\n".join(source(cell) for cell in CHAPTER.cells("code"))
     assert "jax.distributed.initialize" not in code
     assert "keras.distribution.initialize" not in code
 
 
 def test_the_page_trains_with_the_libraries_not_by_hand():
     """DataParallel through vh.data_parallel and fit(); no gradient code."""
-    code = "\n".join(source(cell) for cell in cells("code"))
+    code = "\n".join(source(cell) for cell in CHAPTER.cells("code"))
     assert "vh.data_parallel(" in code and "vh.train_vae(" in code
     for by_hand in ("jax.grad", "value_and_grad", "GradientTape", "psum", "pmap"):
         assert by_hand not in code, by_hand

@@ -8,7 +8,6 @@ panel has no codes.
 
 import ast
 import json
-import re
 import shutil
 
 import nbformat
@@ -18,45 +17,31 @@ import yaml
 from conftest import ROOT
 from myst_nb.core.variables import format_plain_text
 from nbclient import NotebookClient
+from notebook_checks import (
+    GLUE_ROLE,
+    Chapter,
+    assert_committed_without_outputs,
+    assert_figures_read_aloud,
+    assert_glued_once_where_used,
+    assert_references_resolve,
+    source,
+    typed_numbers,
+)
 
-CHAPTER = ROOT / "chapters" / "09_study.ipynb"
+CHAPTER = Chapter(ROOT / "chapters" / "09_study.ipynb")
 STUDY = ROOT / "results" / "study"
-GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::([^`]*))?`")
-FIGURE_REF = re.compile(r"\{numref\}`([^`]+)`")
 
 
 def cells(kind):
-    notebook = json.loads(CHAPTER.read_text())
-    return [c for c in notebook["cells"] if c["cell_type"] == kind]
-
-
-def source(cell):
-    return "".join(cell["source"])
+    return CHAPTER.cells(kind)
 
 
 def prose():
-    return "\n".join(source(cell) for cell in cells("markdown"))
-
-
-def glue_calls(code):
-    """(name, call) of every glue("name", ...) in a code cell's source."""
-    for node in ast.walk(ast.parse(code)):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", None) == "glue"
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            yield node.args[0].value
-
-
-def glued_in_code():
-    return [name for cell in cells("code") for name in glue_calls(source(cell))]
+    return CHAPTER.prose()
 
 
 def test_committed_without_outputs():
-    for cell in cells("code"):
-        assert cell["outputs"] == [], source(cell)[:80]
-        assert cell["execution_count"] is None, source(cell)[:80]
+    assert_committed_without_outputs(CHAPTER)
 
 
 def test_the_toc_lists_it_right_after_the_latent_space():
@@ -69,57 +54,22 @@ def test_the_toc_lists_it_right_after_the_latent_space():
 
 
 def test_every_glued_name_in_the_prose_is_glued_once_in_a_code_cell():
-    defined = glued_in_code()
-    used = {name for name, _ in GLUE_ROLE.findall(prose())}
-    assert used, "the chapter's prose uses no glued value"
-    assert not used - set(defined), f"used, never glued: {sorted(used - set(defined))}"
-    twice = sorted({name for name in defined if defined.count(name) > 1})
-    assert not twice, f"glued more than once: {twice}"
+    assert_glued_once_where_used(CHAPTER)
 
 
 def test_no_digit_in_the_prose_outside_math_code_and_roles():
     """Numbers in sentences come from glue; what is left is labels and math."""
-    text = prose()
-    code_or_math = r"^```(?:python|bash|\{math\})\n.*?^```$"
-    text = re.sub(code_or_math, "", text, flags=re.S | re.M)
-    text = re.sub(r"^\s*\d+\. ", "", text, flags=re.M)  # numbered exercises
-    text = re.sub(r"\$[^$]+\$", "", text)  # inline math
-    text = re.sub(r"\{[\w:]+\}`[^`]*`", "", text)  # roles: glue, ref, eq, numref
-    text = re.sub(r"`[^`]*`", "", text)  # inline code
-    text = re.sub(r"\(\w[\w-]*\)=", "", text)  # labels
-    allowed = {"0", "1", "2"}  # β = 1, the 2-D code, pixels of 0 or 1: definitions
-    found = sorted(set(re.findall(r"\d+(?:\.\d+)?", text)) - allowed)
+    # β = 1, the 2-D code, pixels of 0 or 1: definitions
+    found = typed_numbers(prose(), allowed={"0", "1", "2"})
     assert not found, f"numbers typed into the prose: {found}"
 
 
 def test_every_figure_is_read_aloud_in_the_next_cell():
-    notebook = json.loads(CHAPTER.read_text())["cells"]
-    figures = 0
-    for index, cell in enumerate(notebook):
-        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
-        if cell["cell_type"] != "code" or not figure:
-            continue
-        figures += 1
-        following = [c for c in notebook[index + 1 :] if c["cell_type"] == "markdown"]
-        assert following, figure["name"]
-        assert figure["name"] in FIGURE_REF.findall(source(following[0])), (
-            f"{figure['name']}: the next markdown cell does not read it"
-        )
-    assert figures >= 5
+    assert_figures_read_aloud(CHAPTER, at_least=5)
 
 
 def test_labels_equations_and_citations_exist():
-    chapters = "\n".join(p.read_text() for p in (ROOT / "chapters").glob("*.ipynb"))
-    text = prose()
-    for label in re.findall(r"\{ref\}`([^`<]+)`", text):
-        assert f"({label})=" in chapters, label
-    for label in re.findall(r"\{eq\}`([^`]+)`", text):
-        assert f":label: {label}" in chapters, label
-    bib = (ROOT / "book" / "references.bib").read_text()
-    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
-    for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text):
-        for key in group.split(","):
-            assert key.strip() in keys, key
+    assert_references_resolve(CHAPTER)
 
 
 def published():
@@ -181,7 +131,7 @@ def test_the_page_runs_with_a_run_missing_and_says_what_it_lacks(tmp_path, monke
         )
 
     monkeypatch.setenv("VAE_STUDY_DIR", str(study_copy))
-    notebook = nbformat.read(CHAPTER, as_version=4)
+    notebook = nbformat.read(CHAPTER.path, as_version=4)
     NotebookClient(
         notebook,
         timeout=240,

@@ -269,6 +269,7 @@ def reconstruction_loss(x, x_decoded, from_logits=False):
 
 def kl_divergence(z_mean, z_log_var):
     """KL(N(mean, exp(log_var)) || N(0, I)) in closed form, summed over dimensions."""
+    z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
     return -0.5 * ops.sum(
         1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1
     )
@@ -395,6 +396,7 @@ def assert_same_network(model, reference, inputs, tolerance=1e-6) -> int:
         strict=True,
     )
     for ours, theirs in outputs:
+        ours, theirs = ops.convert_to_numpy(ours), ops.convert_to_numpy(theirs)
         np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance)
     return len(model.layers)
 
@@ -694,7 +696,11 @@ def value_and_gradients(f, *arguments):
 
         leaves = [torch.tensor(a, requires_grad=True) for a in arguments]
         value = f(*leaves)
-        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = (
+            torch.autograd.grad(value, leaves, allow_unused=True)
+            if value.requires_grad  # else f does not depend on any argument
+            else [None] * len(leaves)
+        )
         grads = [
             torch.zeros_like(t) if g is None else g
             for t, g in zip(leaves, grads, strict=True)

@@ -194,6 +194,7 @@ def summary_row(name: str, folder: Path, metrics: dict, classifier) -> dict:
         "test_images": metrics["test_images"],
         "fast_mode": metrics["fast_mode"],
         "precision_used": metrics["precision_used"],
+        "machine": machine_info(),  # where the row was made: right after the run
         "run_id": metrics["run_id"],
         "finished": datetime.datetime.fromtimestamp(finished, datetime.UTC).isoformat(
             timespec="seconds"

@@ -85,12 +85,6 @@ def test_weights_load_on_every_other_backend(trained, reader):
             assert read["elbo"][term] == pytest.approx(written["elbo"][term], rel=1e-4)
 
 
-def test_the_backends_train_to_similar_losses(trained):
-    """Not the same numbers (different kernels, random streams), the same model."""
-    final = {b: trained[b][1]["history"]["loss"][-1] for b in BACKENDS}
-    assert max(final.values()) < 1.1 * min(final.values()), final
-
-
 @pytest.mark.timeout(1800)
 def test_two_devices_split_each_batch_and_train_as_one(trained, tmp_path):
     """Data-parallel on two host devices (keras.distribution on JAX): each device

@@ -98,7 +98,12 @@ def test_keras_io_model_reads_logits_like_the_book_model():
     np.testing.assert_allclose(
         decoder(z), 1 / (1 + np.exp(-np.asarray(logits))), rtol=1e-5, atol=1e-6
     )
-    assert vae(x).shape == x.shape and len(encoder(x)) == 2
+    terms = vae(x)  # the book's loss layer: each image's two terms
+    assert {name: t.shape for name, t in terms.items()} == {
+        "reconstruction": (4,),
+        "kl": (4,),
+    }
+    assert len(encoder(x)) == 2
 
 
 # ----------------------------------------------------------------------------

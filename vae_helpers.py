@@ -269,6 +269,7 @@ def reconstruction_loss(x, x_decoded, from_logits=False):
 
 def kl_divergence(z_mean, z_log_var):
     """KL(N(mean, exp(log_var)) || N(0, I)) in closed form, summed over dimensions."""
+    # NumPy in works on every backend (torch tensors and arrays do not mix)
     z_mean, z_log_var = ops.convert_to_tensor(z_mean), ops.convert_to_tensor(z_log_var)
     return -0.5 * ops.sum(
         1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1
@@ -571,11 +572,6 @@ def evaluate_elbo(encoder, decoder, x, batch_size=500, seed=0):
         epsilon = rng.standard_normal(z_mean.shape).astype("float32")
         z = z_mean + np.exp(0.5 * z_log_var) * epsilon
         logits = logits_of.predict_on_batch(z)
-        # The book's own loss functions, on backend tensors: NumPy arrays and
-        # torch tensors do not mix in one expression.
-        batch, logits, z_mean, z_log_var = map(
-            ops.convert_to_tensor, (batch, logits, z_mean, z_log_var)
-        )
         reconstruction.append(
             ops.convert_to_numpy(reconstruction_loss(batch, logits, from_logits=True))
         )

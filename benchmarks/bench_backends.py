@@ -17,6 +17,7 @@ backends.md into results/bench/ (results/bench-quick/ with --quick).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -31,7 +32,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 PROG = "bench_backends.py"
 
 
-def child(backend: str, images: int) -> dict:
+def child(backend: str, images: int, batch_size: int | None = None) -> dict:
     """One backend's two epochs; runs in the process Keras started for it."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -43,6 +44,8 @@ def child(backend: str, images: int) -> dict:
     (x_train, _), _ = vh.load_mnist()
     x = x_train[:images]
     config = vh.DEFAULTS
+    if batch_size:
+        config = dataclasses.replace(config, batch_size=batch_size)
     vh.keras.utils.set_random_seed(config.seed)
     vae, _, _ = vh.build_vae(config.latent_dim, config.kl_weight, config.seed)
     vh.compile_for_run(vae, len(x), 2, config.batch_size, config.learning_rate)
@@ -56,6 +59,8 @@ def child(backend: str, images: int) -> dict:
     flops_per_step = TRAIN_FLOPS_PER_MAC * macs * config.batch_size
     result = {
         "backend": backend,
+        "batch_size": config.batch_size,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "versions": vh.versions(),
         "steps_per_epoch": steps,
         "first_epoch_seconds": history["seconds"][0],
@@ -70,10 +75,12 @@ def child(backend: str, images: int) -> dict:
     return result
 
 
-def run_child(backend: str, images: int) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "VAE_FAST": ""}
+def run_child(backend: str, images: int, batch_size=None, extra_env=None) -> dict:
+    """`child` in a process of its own (Keras reads KERAS_BACKEND once)."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "VAE_FAST": "", **(extra_env or {})}
+    batch = ["--batch-size", str(batch_size)] if batch_size else []
     done = subprocess.run(
-        [sys.executable, __file__, "--child", backend, "--images", str(images)],
+        [sys.executable, __file__, "--child", backend, "--images", str(images), *batch],
         env=env,
         capture_output=True,
         text=True,
@@ -149,9 +156,10 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=6400)
     parser.add_argument("--output-dir", type=Path)
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.images)))
+        print(json.dumps(child(args.child, args.images, args.batch_size)))
         return 0
     if args.rounds < 1 or args.images < 64:
         parser.exit(2, f"{PROG}: error: --rounds must be >= 1, --images >= 64\n")

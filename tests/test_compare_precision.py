@@ -1,0 +1,69 @@
+"""benchmarks/compare_precision.py: two precisions over seeds, from metrics.json."""
+
+import json
+import math
+import statistics
+
+import pytest
+from conftest import ROOT, run_script
+
+SCRIPT = ROOT / "benchmarks" / "compare_precision.py"
+
+
+def fake_run(folder, seed, precision, neg_elbo, cells_of_4=5):
+    folder.mkdir(parents=True)
+    cells = [5] * 10
+    cells[4] = cells_of_4
+    metrics = {
+        "config": {"seed": seed},
+        "precision_used": precision,
+        "test_neg_elbo": neg_elbo,
+        "test_reconstruction": neg_elbo - 6.0,
+        "test_kl": 6.0 + seed / 1000,
+        "test_iw_bound": 3.0 - neg_elbo,
+        "grid_confident_cells_per_digit": cells,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_means_their_difference_and_held_digits(tmp_path):
+    fp32 = [145.0, 146.0, 147.0]
+    bf16 = [146.0, 147.5, 146.5, 148.0]
+    a = [fake_run(tmp_path / f"f{i}", i, "float32", v) for i, v in enumerate(fp32)]
+    b = [
+        fake_run(tmp_path / f"b{i}", i, "bfloat16", v, cells_of_4=2 if i else 3)
+        for i, v in enumerate(bf16)
+    ]
+    out = tmp_path / "out"
+    done = run_script(
+        SCRIPT, "--float32", *a, "--bfloat16", *b, "--output-dir", out, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "summary.json").read_text())
+    row = report["comparison"]["scores"]["test_neg_elbo"]
+    assert row["difference"] == pytest.approx(statistics.fmean(bf16) - 146.0)
+    expected = math.sqrt(statistics.variance(fp32) / 3 + statistics.variance(bf16) / 4)
+    assert row["standard_error"] == pytest.approx(expected)
+    assert report["comparison"]["all_ten_digits"] == {"float32": 3, "bfloat16": 1}
+    assert report["bfloat16"][1]["digits_held"] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    table = (out / "summary.md").read_text()
+    assert "| test_neg_elbo | 146.00 ± 1.00 |" in table
+
+
+def test_a_run_in_the_wrong_precision_is_one_line_and_writes_nothing(tmp_path):
+    a = [fake_run(tmp_path / f"f{i}", i, "float32", 145.0 + i) for i in range(2)]
+    wrong = fake_run(tmp_path / "b0", 0, "float32", 146.0)
+    out = tmp_path / "out"
+    done = run_script(
+        SCRIPT, "--float32", *a, "--bfloat16", wrong, "--output-dir", out, timeout=300
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"compare_precision.py: error: {wrong}: trained in float32"
+    ]
+    assert not out.exists()
+    missing = run_script(
+        SCRIPT, "--float32", *a, "--bfloat16", tmp_path / "nope", timeout=300
+    )
+    assert missing.returncode == 2 and "no readable metrics.json" in missing.stderr

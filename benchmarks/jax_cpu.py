@@ -4,9 +4,9 @@
     python benchmarks/jax_cpu.py --quick    # a smoke run (CI)
 
 Two measurements, each JAX against TensorFlow on the same machine and load:
-1. Each convolution of the book's model alone, at batch 32: forward, and
-   forward + gradients (what a training step runs), jit-compiled in JAX (XLA:CPU)
-   and as a `tf.function` in TensorFlow (oneDNN's kernels).
+1. Each convolution of the book's model alone, at batch 32: forward, forward +
+   gradients (what a training step runs) and the kernel's gradient alone,
+   jit-compiled in JAX (XLA:CPU) and as a `tf.function` in TensorFlow (oneDNN).
 2. The whole training step (bench_backends.py's child: the default model and
    schedule) at batch 32 and 128, and on JAX with XLA:CPU flags that route
    convolutions elsewhere, each in a process of its own.
@@ -94,6 +94,7 @@ def convolution_times(batch: int, repeats: int) -> list[dict]:
             w_tf = w
         jax_forward = jax.jit(jax_loss)
         jax_gradients = jax.jit(jax.grad(jax_loss, argnums=(0, 1)))
+        jax_kernel_gradient = jax.jit(jax.grad(jax_loss, argnums=1))
         tf_forward = tf.function(tf_loss)
 
         @tf.function
@@ -102,6 +103,13 @@ def convolution_times(batch: int, repeats: int) -> list[dict]:
                 tape.watch([x, w])
                 loss = tf_loss(x, w)
             return tape.gradient(loss, [x, w])
+
+        @tf.function
+        def tf_kernel_gradient(x, w, tf_loss=tf_loss):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                loss = tf_loss(x, w)
+            return tape.gradient(loss, w)
 
         def run_jax(f):
             return lambda *a: jax.block_until_ready(f(*a))
@@ -124,10 +132,19 @@ def convolution_times(batch: int, repeats: int) -> list[dict]:
             row.setdefault("tf_gradients_ms", []).append(
                 median_ms(run_tf(tf_gradients), xt, wt, repeats=repeats)
             )
+            row.setdefault("jax_kernel_gradient_ms", []).append(
+                median_ms(run_jax(jax_kernel_gradient), x, w, repeats=repeats)
+            )
+            row.setdefault("tf_kernel_gradient_ms", []).append(
+                median_ms(run_tf(tf_kernel_gradient), xt, wt, repeats=repeats)
+            )
         for key in [k for k in row if k.endswith("_ms")]:
             row[key] = min(row[key])
         row["forward_jax_vs_tf"] = row["jax_forward_ms"] / row["tf_forward_ms"]
         row["gradients_jax_vs_tf"] = row["jax_gradients_ms"] / row["tf_gradients_ms"]
+        row["kernel_gradient_jax_vs_tf"] = (
+            row["jax_kernel_gradient_ms"] / row["tf_kernel_gradient_ms"]
+        )
         rows.append(row)
     return rows
 
@@ -170,15 +187,17 @@ def markdown(report: dict) -> str:
         f"## Each convolution alone (batch {report['batch']}, ms, best of 2 medians)",
         "",
         "| convolution | forward JAX | forward TF | JAX/TF "
-        "| forward + gradients JAX | TF | JAX/TF |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| forward + gradients JAX | TF | JAX/TF | kernel gradient JAX | TF | JAX/TF |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report["convolutions"]:
         lines.append(
             f"| {r['convolution']} | {r['jax_forward_ms']:.2f}"
             f" | {r['tf_forward_ms']:.2f}"
             f" | {r['forward_jax_vs_tf']:.2f}× | {r['jax_gradients_ms']:.2f}"
-            f" | {r['tf_gradients_ms']:.2f} | {r['gradients_jax_vs_tf']:.2f}× |"
+            f" | {r['tf_gradients_ms']:.2f} | {r['gradients_jax_vs_tf']:.2f}×"
+            f" | {r['jax_kernel_gradient_ms']:.2f} | {r['tf_kernel_gradient_ms']:.2f}"
+            f" | {r['kernel_gradient_jax_vs_tf']:.2f}× |"
         )
     lines += [
         "",

@@ -118,33 +118,24 @@ def convolution_times(batch: int, repeats: int) -> list[dict]:
             return lambda *a: [t.numpy() for t in tf.nest.flatten(f(*a))]
 
         xt, wt = tf.constant(x), tf.constant(w_tf)
-        row = {"convolution": name}
+        measured = {
+            "forward": (jax_forward, tf_forward),
+            "gradients": (jax_gradients, tf_gradients),
+            "kernel_gradient": (jax_kernel_gradient, tf_kernel_gradient),
+        }
+        times = {}
         for _ in range(2):  # alternate, so both see the same load
-            row.setdefault("jax_forward_ms", []).append(
-                median_ms(run_jax(jax_forward), x, w, repeats=repeats)
-            )
-            row.setdefault("tf_forward_ms", []).append(
-                median_ms(run_tf(tf_forward), xt, wt, repeats=repeats)
-            )
-            row.setdefault("jax_gradients_ms", []).append(
-                median_ms(run_jax(jax_gradients), x, w, repeats=repeats)
-            )
-            row.setdefault("tf_gradients_ms", []).append(
-                median_ms(run_tf(tf_gradients), xt, wt, repeats=repeats)
-            )
-            row.setdefault("jax_kernel_gradient_ms", []).append(
-                median_ms(run_jax(jax_kernel_gradient), x, w, repeats=repeats)
-            )
-            row.setdefault("tf_kernel_gradient_ms", []).append(
-                median_ms(run_tf(tf_kernel_gradient), xt, wt, repeats=repeats)
-            )
-        for key in [k for k in row if k.endswith("_ms")]:
-            row[key] = min(row[key])
-        row["forward_jax_vs_tf"] = row["jax_forward_ms"] / row["tf_forward_ms"]
-        row["gradients_jax_vs_tf"] = row["jax_gradients_ms"] / row["tf_gradients_ms"]
-        row["kernel_gradient_jax_vs_tf"] = (
-            row["jax_kernel_gradient_ms"] / row["tf_kernel_gradient_ms"]
-        )
+            for what, (on_jax, on_tf) in measured.items():
+                for key, f, args in [
+                    (f"jax_{what}_ms", run_jax(on_jax), (x, w)),
+                    (f"tf_{what}_ms", run_tf(on_tf), (xt, wt)),
+                ]:
+                    times.setdefault(key, []).append(
+                        median_ms(f, *args, repeats=repeats)
+                    )
+        row = {"convolution": name} | {key: min(t) for key, t in times.items()}
+        for what in measured:
+            row[f"{what}_jax_vs_tf"] = row[f"jax_{what}_ms"] / row[f"tf_{what}_ms"]
         rows.append(row)
     return rows
 

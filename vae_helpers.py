@@ -1293,6 +1293,18 @@ def write_json(data, path):
         Path(tmp).write_text(text)
 
 
+def write_text(text: str, path):
+    """A text file, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_report(report: dict, text: str, folder, stem: str):
+    """A benchmark's record as STEM.json (strict) and its table as STEM.md."""
+    write_json(report, Path(folder) / f"{stem}.json")
+    write_text(text, Path(folder) / f"{stem}.md")
+
+
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -190,10 +190,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import vae_helpers as vh
 
-    out.mkdir(parents=True, exist_ok=True)
-    vh.write_json(report, out / "backends.json")
-    with vh.atomic_path(out / "backends.md") as tmp:
-        Path(tmp).write_text(markdown(report))
+    vh.write_report(report, markdown(report), out, "backends")
     print(markdown(report))
     return 0
 

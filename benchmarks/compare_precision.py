@@ -150,10 +150,7 @@ def main(argv=None) -> int:
         "bfloat16": bfloat16,
         "comparison": compare(float32, bfloat16),
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    vh.write_json(report, args.output_dir / "summary.json")
-    with vh.atomic_path(args.output_dir / "summary.md") as tmp:
-        Path(tmp).write_text(markdown(report))
+    vh.write_report(report, markdown(report), args.output_dir, "summary")
     print(markdown(report))
     return 0
 

@@ -243,10 +243,7 @@ def main(argv=None) -> int:
     out = args.output_dir or ROOT / "results" / (
         "bench-quick" if args.quick else "bench"
     )
-    out.mkdir(parents=True, exist_ok=True)
-    vh.write_json(report, out / "jax-cpu.json")
-    with vh.atomic_path(out / "jax-cpu.md") as tmp:
-        Path(tmp).write_text(markdown(report))
+    vh.write_report(report, markdown(report), out, "jax-cpu")
     print(markdown(report))
     return 0
 

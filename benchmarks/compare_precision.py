@@ -34,6 +34,11 @@ def read_run(folder: Path) -> dict:
     except (OSError, ValueError) as error:
         raise ValueError(f"{folder}: no readable metrics.json ({error})") from None
     cells = metrics.get("grid_confident_cells_per_digit")
+    if cells is None and (folder / "summary.json").exists():
+        # benchmarks/study.py counts the cells after the run, into summary.json
+        cells = json.loads((folder / "summary.json").read_text()).get(
+            "grid_confident_cells_per_digit"
+        )
     if cells is None:
         raise ValueError(f"{folder}: metrics.json has no grid check")
     return {

@@ -67,3 +67,21 @@ def test_a_run_in_the_wrong_precision_is_one_line_and_writes_nothing(tmp_path):
         SCRIPT, "--float32", *a, "--bfloat16", tmp_path / "nope", timeout=300
     )
     assert missing.returncode == 2 and "no readable metrics.json" in missing.stderr
+
+
+def test_reads_the_cells_a_study_run_keeps_in_its_summary(tmp_path):
+    study = fake_run(tmp_path / "study", 7, "float32", 146.0, cells_of_4=1)
+    metrics = json.loads((study / "metrics.json").read_text())
+    cells = metrics.pop("grid_confident_cells_per_digit")
+    (study / "metrics.json").write_text(json.dumps(metrics))
+    (study / "summary.json").write_text(
+        json.dumps({"grid_confident_cells_per_digit": cells})
+    )
+    b = fake_run(tmp_path / "b7", 7, "bfloat16", 146.5)
+    out = tmp_path / "out"
+    done = run_script(
+        SCRIPT, "--float32", study, "--bfloat16", b, "--output-dir", out, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "summary.json").read_text())
+    assert report["float32"][0]["digits_held"] == [0, 1, 2, 3, 5, 6, 7, 8, 9]

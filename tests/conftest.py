@@ -75,3 +75,27 @@ def run_script(script, *args, env=None, timeout=600):
 def run_cli(*args, env=None, timeout=600):
     """Runs `python vae.py ARGS` from the repo root; returns CompletedProcess."""
     return run_script(ROOT / "vae.py", *args, env=env, timeout=timeout)
+
+
+def gradient(fn, x):
+    """d sum(fn(x)) / dx on the backend Keras runs on: each has its own autodiff."""
+    import keras
+
+    x = np.asarray(x, dtype="float32")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
+    if backend == "torch":
+        import torch
+
+        v = torch.tensor(x, requires_grad=True)
+        fn(v).sum().backward()
+        return v.grad.numpy()
+    import tensorflow as tf
+
+    v = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(fn(v))
+    return tape.gradient(y, v).numpy()

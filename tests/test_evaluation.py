@@ -61,7 +61,8 @@ def reference_iw(encoder, decoder, x, k, seed=0):
     for n in range(len(x)):
         eps = np.random.default_rng([seed, n]).standard_normal((k, z_mean.shape[1]))
         z = z_mean[n] + np.exp(0.5 * z_log_var[n]) * eps
-        logits = np.asarray(logits_of(z.astype("float32"))).reshape(k, -1)
+        logits = vh.ops.convert_to_numpy(logits_of(z.astype("float32")))
+        logits = logits.reshape(k, -1)
         logits = logits.astype("float64")
         pixels = x[n].reshape(-1).astype("float64")
         log_px = (pixels * logits - np.logaddexp(0, logits)).sum(-1)

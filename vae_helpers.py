@@ -14,6 +14,7 @@ import importlib
 import json
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -956,6 +957,24 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), recorded with every run."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict:
+    """Which machine a run's times and scores come from (CPU, cores, native bf16)."""
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "native_bf16": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
 def resolve_precision(precision: str, flags: set[str] | None = None):
     """("float32" | "bfloat16", why): what `auto` means on this machine.
 
@@ -1125,6 +1144,7 @@ def train_and_save(
         **{f"{name}_seconds": seconds for name, seconds in timer.seconds.items()},
         "seconds_per_epoch": history["seconds"],
         "versions": versions(),
+        "machine": machine(),
     }
     with staged_directory(out, keep=(*RUN_FILES, MANIFEST)) as stage:
         save_grid_png(grid, stage / "grid.png")
@@ -1231,8 +1251,6 @@ def load_or_train(output_dir=None, data=None):
 
 def versions() -> dict[str, str]:
     """Versions that shape the numbers (printed at the top of the book)."""
-    import platform
-
     return {
         "python": platform.python_version(),
         "keras": keras.__version__,

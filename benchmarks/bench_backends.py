@@ -168,7 +168,6 @@ def main(argv=None) -> int:
         "bench-quick" if args.quick else "bench"
     )
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from study import cpu_model
 
     try:
         results = []
@@ -178,18 +177,18 @@ def main(argv=None) -> int:
     except RuntimeError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    sys.path.insert(0, str(ROOT))
+    import vae_helpers as vh  # only now: each child imports its own backend
+
     report = {
         "benchmark": "training speed per Keras backend (benchmarks/bench_backends.py)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "machine": f"{vh.cpu_model()}, {os.cpu_count()} cores",
         "images": images,
         "rounds": rounds,
         **summarize(results),
         "runs": results,
     }
-    sys.path.insert(0, str(ROOT))
-    import vae_helpers as vh
-
     vh.write_report(report, markdown(report), out, "backends")
     print(markdown(report))
     return 0

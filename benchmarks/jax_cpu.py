@@ -215,7 +215,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from study import cpu_model
 
     import vae_helpers as vh
 
@@ -233,7 +232,7 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "JAX against TensorFlow on this CPU (benchmarks/jax_cpu.py)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "machine": f"{vh.cpu_model()}, {os.cpu_count()} cores",
         "versions": f"{vh.versions_line()}, JAX {jax.__version__}",
         "quick": args.quick,
         "batch": batch,

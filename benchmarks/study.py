@@ -273,20 +273,11 @@ def train_run(name: str, out: Path, data, quick: bool, classifier) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict:
     """CPU model, cores and whether the CPU computes bfloat16 natively."""
     bf16 = sorted(vh.cpu_flags() & {"avx512_bf16", "amx_bf16"})
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": vh.cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "bf16": bool(bf16),
@@ -357,6 +348,20 @@ def collect_rows(out: Path, quick: bool, classifier_of, data=None) -> dict:
     return rows
 
 
+def run_machines(out: Path, rows: dict) -> list[str]:
+    """The distinct CPUs the runs trained on: a study's times compare on one only."""
+    found = set()
+    for name in rows:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        machine = metrics.get("machine")
+        if not machine:
+            found.add("not recorded")
+            continue
+        bf16 = ", ".join(machine["native_bf16"]) or "none"
+        found.add(f"{machine['cpu_model']} (native bf16: {bf16})")
+    return sorted(found)
+
+
 def build_table(out: Path, quick: bool, classifier_of, data=None) -> dict:
     """Rewrites out/summary.json and out/summary.md; returns the summary."""
     rows = collect_rows(out, quick, classifier_of, data)
@@ -365,6 +370,7 @@ def build_table(out: Path, quick: bool, classifier_of, data=None) -> dict:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": quick,
         "machine": machine_info(),
+        "run_machines": run_machines(out, rows),
         "versions": vh.versions(),
         "defaults": vh.DEFAULTS.to_dict(),
         "complete": set(rows) == set(RUNS),
@@ -439,6 +445,10 @@ def markdown(summary: dict) -> str:
         f"{len(summary['runs'])} of {len(RUNS)} runs"
         + (f" (missing: {', '.join(summary['missing'])})" if summary["missing"] else "")
         + f" · {summary['total_run_seconds'] / 60:.1f} minutes of runs",
+        "",
+        f"The runs trained on {len(summary['run_machines'])} machine(s): "
+        + "; ".join(summary["run_machines"])
+        + ".",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(" --- " for _ in COLUMNS) + "|",

@@ -160,6 +160,13 @@ def test_quick_study_writes_each_run_and_a_strict_summary(quick_study):
     assert set(summary["missing"]) == set(study.RUNS) - set(QUICK_RUNS)
     assert summary["machine"]["cpu_model"] and "bf16" in summary["machine"]
     assert summary["versions"]["keras"] == vh.keras.__version__
+    # every run records its machine, so a study mixed across CPUs shows it
+    bf16 = ", ".join(vh.machine()["native_bf16"]) or "none"
+    assert summary["run_machines"] == [f"{vh.cpu_model()} (native bf16: {bf16})"]
+    assert (
+        f"trained on 1 machine(s): {summary['run_machines'][0]}"
+        in (out / "summary.md").read_text()
+    )
     for name, row in summary["runs"].items():
         metrics = vh.check_run(out / name)  # train_and_save's files, whole
         assert row == strict_json(out / name / study.ROW)

@@ -231,6 +231,56 @@ class Sampling(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+# Which 2x2 tap of the 3x3 kernel each output phase reads, per axis ([tap][phase]):
+# phase 0 (even outputs) reads tap 2 at offset -1 and tap 0; phase 1 (odd outputs)
+# reads tap 1 only (index 3 is a zero tap). See `Conv2DTranspose`.
+PHASE_TAPS = np.array([[2, 3], [0, 1]])
+
+
+@keras.saving.register_keras_serializable(package="vae")
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """Keras' Conv2DTranspose, computed as an ordinary convolution on JAX.
+
+    XLA on CPU computes the transposed convolution's kernel gradient about 20x
+    slower than TensorFlow (results/bench/jax-cpu.md). For the decoder's case
+    (kernel 3, stride 2, "same") the same output is a 2x2 convolution into the
+    four phases of each 2x2 output block, then a pixel shuffle: same weights,
+    same outputs to float rounding. The name stays Keras' so that weight files
+    load on every backend; other backends and other settings use Keras' op.
+    """
+
+    def call(self, inputs):
+        if keras.backend.backend() == "jax" and self.is_phase_case():
+            return self.call_as_phases(inputs)
+        return super().call(inputs)
+
+    def call_as_phases(self, inputs):
+        kernel = ops.transpose(self.kernel, (0, 1, 3, 2))  # (3, 3, in, out)
+        kernel = ops.pad(kernel, [(0, 1), (0, 1), (0, 0), (0, 0)])  # tap 3 = 0
+        kernel = ops.take(ops.take(kernel, PHASE_TAPS, axis=0), PHASE_TAPS, axis=2)
+        kernel = ops.transpose(kernel, (0, 2, 4, 1, 3, 5))  # (2, 2, in, 2, 2, out)
+        height, width, filters = inputs.shape[1], inputs.shape[2], self.filters
+        kernel = ops.reshape(kernel, (2, 2, inputs.shape[3], 4 * filters))
+        padded = ops.pad(inputs, [(0, 0), (1, 0), (1, 0), (0, 0)])
+        phases = ops.conv(padded, kernel, strides=1, padding="valid")
+        phases = ops.reshape(phases, (-1, height, width, 2, 2, filters))
+        outputs = ops.transpose(phases, (0, 1, 3, 2, 4, 5))  # rows, then columns
+        outputs = ops.reshape(outputs, (-1, 2 * height, 2 * width, filters))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)
+
+    def is_phase_case(self) -> bool:
+        return (
+            tuple(self.kernel_size) == (3, 3)
+            and tuple(self.strides) == (2, 2)
+            and self.padding == "same"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.output_padding is None
+            and self.data_format == "channels_last"
+        )
+
+
 def build_decoder(latent_dim: int = 2) -> keras.Model:
     """z -> Bernoulli means p(x | z) for every pixel, shaped (28, 28, 1).
 
@@ -240,7 +290,7 @@ def build_decoder(latent_dim: int = 2) -> keras.Model:
     inputs = keras.Input(shape=(latent_dim,), name="z")
     x = layers.Dense(14 * 14 * 64, activation="relu")(inputs)
     x = layers.Reshape((14, 14, 64))(x)
-    x = layers.Conv2DTranspose(32, 3, padding="same", activation="relu", strides=2)(x)
+    x = Conv2DTranspose(32, 3, padding="same", activation="relu", strides=2)(x)
     logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)
     outputs = layers.Activation("sigmoid", name="pixel_means")(logits)
     return keras.Model(inputs, outputs, name="decoder")
@@ -363,7 +413,8 @@ def loss_layer(vae: keras.Model) -> CustomVariationalLayer:
 def assert_same_network(model, reference, inputs, tolerance=1e-6) -> int:
     """Fails unless `model` (a chapter's) is `reference` (this module's).
 
-    Layer by layer: same classes, configurations and output shapes; the names
+    Layer by layer: same classes (or this module's subclass, as for
+    `Conv2DTranspose`), configurations and output shapes; the names
     this module chooses (z_mean, logits) must match, automatic ones (conv2d_3,
     numbered by what was built before) are ignored. Then `model`'s weights
     are copied into `reference` and both must give the same outputs on
@@ -379,7 +430,8 @@ def assert_same_network(model, reference, inputs, tolerance=1e-6) -> int:
     assert model.name == reference.name, (model.name, reference.name)
     assert len(model.layers) == len(reference.layers), "different number of layers"
     for ours, theirs in zip(model.layers, reference.layers, strict=True):
-        assert type(ours) is type(theirs), (ours.name, theirs.name)
+        assert isinstance(theirs, type(ours)), (ours.name, theirs.name)
+        assert type(ours).__name__ == type(theirs).__name__, (ours.name, theirs.name)
         ours_config, their_config = ours.get_config(), theirs.get_config()
         if automatic(theirs):
             ours_config.pop("name"), their_config.pop("name")

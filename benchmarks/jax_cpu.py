@@ -25,12 +25,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "jax_cpu.py"
-# (name, input height = width, input channels, output channels, stride, transposed)
+# (name, input height = width, input channels, output channels, stride, transposed:
+# False, True, or "phases": JAX as vh.Conv2DTranspose computes it, TF's op beside)
 CONVOLUTIONS = [
     ("encoder conv 1 (28×28, 1→32)", 28, 1, 32, 1, False),
     ("encoder conv 2 (28→14, 32→64, stride 2)", 28, 32, 64, 2, False),
     ("encoder conv 3 and 4 (14×14, 64→64)", 14, 64, 64, 1, False),
     ("decoder transposed conv (14→28, 64→32)", 14, 64, 32, 2, True),
+    ("the same as four phases (vh.Conv2DTranspose on JAX)", 14, 64, 32, 2, "phases"),
     ("decoder logits conv (28×28, 32→1)", 28, 32, 1, 1, False),
 ]
 XLA_FLAG_VARIANTS = [
@@ -49,6 +51,28 @@ def median_ms(function, *arguments, repeats):
     return 1000 * statistics.median(times)
 
 
+def phase_transposed_conv(x, w_t):
+    """vh.Conv2DTranspose.call_as_phases in jax.numpy (its Keras ops run on TF here)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vae_helpers import PHASE_TAPS
+
+    _, height, width, _ = x.shape
+    kernel = jnp.pad(w_t.transpose(0, 1, 3, 2), [(0, 1), (0, 1), (0, 0), (0, 0)])
+    kernel = kernel[PHASE_TAPS][:, :, PHASE_TAPS].transpose(0, 2, 4, 1, 3, 5)
+    filters = kernel.shape[-1]
+    kernel = kernel.reshape(2, 2, x.shape[3], 4 * filters)
+    padded = jnp.pad(x, [(0, 0), (1, 0), (1, 0), (0, 0)])
+    phases = jax.lax.conv_general_dilated(
+        padded, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    phases = phases.reshape(-1, height, width, 2, 2, filters)
+    return phases.transpose(0, 1, 3, 2, 4, 5).reshape(
+        -1, 2 * height, 2 * width, filters
+    )
+
+
 def convolution_times(batch: int, repeats: int) -> list[dict]:
     """Per convolution: ms forward and forward + gradients, JAX and TensorFlow."""
     import jax
@@ -65,7 +89,11 @@ def convolution_times(batch: int, repeats: int) -> list[dict]:
             out_shape = (batch, 2 * size, 2 * size, c_out)
             w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))  # HW(out)(in)
 
-            def jax_loss(x, w):
+            def jax_loss(x, w, phases=transposed == "phases"):
+                if phases:
+                    return jnp.sum(
+                        phase_transposed_conv(x, w.transpose(0, 1, 3, 2)) ** 2
+                    )
                 y = jax.lax.conv_transpose(
                     x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
                 )

@@ -22,6 +22,19 @@ def test_each_convolution_of_the_model_is_timed_on_both_backends():
         )
 
 
+def test_the_timed_phase_form_is_tensorflows_transposed_convolution():
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 5, 4)).astype("float32")
+    kernel = rng.standard_normal((3, 3, 6, 4)).astype("float32")  # (h, w, out, in)
+    expected = tf.nn.conv2d_transpose(x, kernel, (2, 10, 10, 6), 2, "SAME").numpy()
+    ours = np.asarray(jax_cpu.phase_transposed_conv(x, kernel))
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_steps_are_set_against_tensorflow_at_the_same_batch(monkeypatch):
     seconds = {("tensorflow", 32): 0.02, ("jax", 32): 0.08, ("tensorflow", 128): 0.05}
     seconds[("jax", 128)] = 0.5

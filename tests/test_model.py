@@ -47,6 +47,35 @@ def test_decoder_is_the_seed_architecture():
     ]
 
 
+def test_transposed_conv_as_four_phases_is_keras_op_with_its_gradients():
+    """The phase form (JAX's path in the decoder) gives Keras' outputs and gradients."""
+    x = RNG.normal(size=(3, 5, 6, 4)).astype("float32")
+    layer = vh.Conv2DTranspose(7, 3, strides=2, padding="same", activation="relu")
+    layer.build(x.shape)
+    layer.set_weights(
+        [RNG.normal(size=w.shape).astype("float32") for w in layer.weights]
+    )
+    assert layer.is_phase_case() and type(layer).__name__ == "Conv2DTranspose"
+    keras_op = keras.layers.Conv2DTranspose.call
+
+    def outputs(call, kernel=None):
+        kernel = layer.kernel if kernel is None else kernel
+        with keras.StatelessScope(state_mapping=[(layer.kernel, kernel)]):
+            return call(layer, keras.ops.convert_to_tensor(x))
+
+    theirs = keras.ops.convert_to_numpy(outputs(keras_op))
+    ours = keras.ops.convert_to_numpy(outputs(vh.Conv2DTranspose.call_as_phases))
+    assert ours.shape == theirs.shape == (3, 10, 12, 7) and (theirs > 0).mean() > 0.3
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    grad_theirs = gradient(lambda k: outputs(keras_op, k) ** 2, kernel)
+    grad_ours = gradient(
+        lambda k: outputs(vh.Conv2DTranspose.call_as_phases, k) ** 2, kernel
+    )
+    assert np.abs(grad_theirs).max() > 1
+    np.testing.assert_allclose(grad_ours, grad_theirs, rtol=1e-4, atol=1e-3)
+
+
 def test_decoder_ends_in_logits_then_a_sigmoid():
     """The loss reads the logits layer; the decoder's output is their sigmoid."""
     decoder = vh.build_decoder(2)

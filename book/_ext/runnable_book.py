@@ -27,6 +27,8 @@ FILES = (
     "requirements-backends.txt",  # KERAS_BACKEND=jax or torch
     "vae.py",  # the study's script imports its flag parsers
     "benchmarks/study.py",  # chapter 9 reads the study with it
+    "results/precision/summary.json",  # chapter 6 quotes float32 against bfloat16
+    "results/precision/forward.json",
 )
 CHAPTERS = "chapters/*.ipynb"
 # Chapter 9's records: the committed study (no weights, which git ignores).

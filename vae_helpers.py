@@ -610,21 +610,28 @@ def train_vae(
 # ----------------------------------------------------------------------------
 
 
-def evaluate_elbo(encoder, decoder, x, batch_size=500, seed=0):
+def evaluate_elbo(encoder, decoder, x, batch_size=500, seed=0, round_code_to=None):
     """Test negative ELBO in nats per image (β = 1), with its two parts.
 
     One z sample per image (seeded); KL in closed form; the reconstruction
-    from the decoder's logits, as in training. Lower is better.
+    from the decoder's logits, as in training. Lower is better. The parts'
+    outputs are read in float32, so parts built under `mixed_bfloat16` are
+    still summed in float32; `round_code_to` (e.g. "bfloat16") rounds z before
+    decoding, to measure what that rounding costs (benchmarks/bf16_forward.py).
     """
     rng = np.random.default_rng(seed)
     logits_of = decoder_logits(decoder)
     reconstruction, kl = [], []
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        z_mean, z_log_var = encoder.predict_on_batch(batch)  # NumPy, any backend
+        z_mean, z_log_var = (
+            np.asarray(t, dtype="float32") for t in encoder.predict_on_batch(batch)
+        )  # NumPy, any backend
         epsilon = rng.standard_normal(z_mean.shape).astype("float32")
         z = z_mean + np.exp(0.5 * z_log_var) * epsilon
-        logits = logits_of.predict_on_batch(z)
+        if round_code_to is not None:
+            z = ops.convert_to_numpy(ops.cast(ops.cast(z, round_code_to), "float32"))
+        logits = np.asarray(logits_of.predict_on_batch(z), dtype="float32")
         reconstruction.append(
             ops.convert_to_numpy(reconstruction_loss(batch, logits, from_logits=True))
         )

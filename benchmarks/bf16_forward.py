@@ -21,31 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROG = "bf16_forward.py"
 
 
-def neg_elbo(vh, encoder, decoder, x, round_z=False, batch_size=500, seed=0):
-    """vh.evaluate_elbo's estimate, in float32 whatever the parts compute in."""
-    import ml_dtypes
-    import numpy as np
-
-    def as_float32(a):
-        return np.asarray(vh.ops.convert_to_numpy(a)).astype("float32")
-
-    rng = np.random.default_rng(seed)
-    logits_of = vh.decoder_logits(decoder)
-    total = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        z_mean, z_log_var = (as_float32(a) for a in encoder.predict_on_batch(batch))
-        epsilon = rng.standard_normal(z_mean.shape).astype("float32")
-        z = z_mean + np.exp(0.5 * z_log_var) * epsilon
-        if round_z:
-            z = z.astype(ml_dtypes.bfloat16).astype("float32")
-        logits = as_float32(logits_of.predict_on_batch(z))
-        reconstruction = vh.reconstruction_loss(batch, logits, from_logits=True)
-        kl = vh.kl_divergence(z_mean, z_log_var)
-        total.append(as_float32(reconstruction) + as_float32(kl))
-    return float(np.mean(np.concatenate(total)))
-
-
 def measure(vh, weights: Path, x) -> dict:
     import ml_dtypes
     import numpy as np
@@ -57,15 +32,16 @@ def measure(vh, weights: Path, x) -> dict:
         vh.load_weights(vae, weights)
         parts[precision] = encoder, decoder
     (e32, d32), (e16, d16) = parts["float32"], parts["bfloat16"]
-    rows = {
-        "all float32": neg_elbo(vh, e32, d32, x),
-        "the code z rounded to bfloat16, the rest float32": neg_elbo(
-            vh, e32, d32, x, round_z=True
+    rows = {  # the same noise (seed 0) in every row
+        "all float32": vh.evaluate_elbo(e32, d32, x),
+        "the code z rounded to bfloat16, the rest float32": vh.evaluate_elbo(
+            e32, d32, x, round_code_to="bfloat16"
         ),
-        "encoder in bfloat16": neg_elbo(vh, e16, d32, x),
-        "decoder in bfloat16": neg_elbo(vh, e32, d16, x),
-        "everything but the loss layer in bfloat16": neg_elbo(vh, e16, d16, x),
+        "encoder in bfloat16": vh.evaluate_elbo(e16, d32, x),
+        "decoder in bfloat16": vh.evaluate_elbo(e32, d16, x),
+        "everything but the loss layer in bfloat16": vh.evaluate_elbo(e16, d16, x),
     }
+    rows = {name: scores["neg_elbo"] for name, scores in rows.items()}
     z_mean, z_log_var = vh.encode(e32, x)
     median_abs_mean = float(np.median(np.abs(z_mean)))
     return {

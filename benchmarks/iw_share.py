@@ -1,0 +1,190 @@
+"""What the importance-weighted bound costs beside training, and where it goes.
+
+    python benchmarks/iw_share.py            # about 3 minutes on 2 cores
+    python benchmarks/iw_share.py --quick    # smoke run for the tests
+
+The speed issue asks the bound (k = 1000 on the documented subset) to take at
+most 10% of the default run's training time. A full run answers that once
+(`metrics.json`: iw_seconds, train_seconds); this answers it in minutes, and
+says why. In one process, taking turns for --rounds rounds, it times --steps
+training steps of the default (`vh.compile_for_run`, batch 32) and the bound on
+--images test images, and scales both to a whole run (10 epochs of 60,000
+images; the subset of `vh.DEFAULTS.iw_images`). Then it times each decoder
+layer on a chunk of 1,000 decodes with its GFLOP/s, beside a float32 matmul
+yardstick: the bound is 10^6 decodes, and the layers' rates say what it can
+reach. Writes iw-share.json and iw-share.md into --output-dir (default
+results/bench/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROG = "iw_share.py"
+TRAIN_IMAGES = 60_000
+
+
+def layer_flops(layer) -> int:
+    """Multiply-adds × 2 of one decode through `layer` (Dense or a 2-D conv)."""
+    from keras import layers
+
+    if isinstance(layer, layers.Dense):
+        return 2 * layer.input.shape[-1] * layer.units
+    if isinstance(layer, layers.Conv2DTranspose):  # each input pixel, all taps
+        taps = math.prod(layer.kernel_size)
+        return 2 * math.prod(layer.input.shape[1:]) * taps * layer.filters
+    if isinstance(layer, layers.Conv2D):  # each output value, all taps
+        taps = math.prod(layer.kernel_size) * layer.input.shape[-1]
+        return 2 * math.prod(layer.output.shape[1:]) * taps
+    raise TypeError(f"no FLOP count for {type(layer).__name__}")
+
+
+def seconds(function, repeats: int) -> float:
+    """Median wall time of `function()` over `repeats` calls, after one warm-up."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: int):
+    import numpy as np
+
+    keras = vh.keras
+    config = vh.DEFAULTS
+    vae, encoder, decoder = vh.build_vae(config.latent_dim, seed=config.seed)
+    vh.compile_for_run(vae, TRAIN_IMAGES)
+    batches = x_train[: steps * config.batch_size]
+
+    def train():
+        vh.train_vae(vae, batches, epochs=1, kl_warmup_epochs=0, verbose=0)
+
+    def bound():
+        vh.importance_weighted_log_likelihood(
+            encoder, decoder, x_test[:images], k=config.iw_k
+        )
+
+    step_s, image_s = [], []
+    for _ in range(rounds):  # turns, so that a noisy host weighs on both alike
+        step_s.append(seconds(train, 1) / steps)
+        image_s.append(seconds(bound, 1) / images)
+    run_steps = config.epochs * math.ceil(TRAIN_IMAGES / config.batch_size)
+    train_seconds = statistics.median(step_s) * run_steps
+    iw_seconds = statistics.median(image_s) * config.iw_images
+
+    z = np.random.default_rng(0).standard_normal((chunk, config.latent_dim))
+    layer_rows = []
+    for layer in vh.decoder_logits(decoder).layers[1:]:
+        if not layer.weights:
+            continue  # Reshape: no arithmetic
+        inputs = keras.Input(layer.input.shape[1:])
+        alone = keras.Model(inputs, layer(inputs))
+        h = keras.Model(decoder.input, layer.input).predict_on_batch(z)
+        s = seconds(lambda alone=alone, h=h: alone.predict_on_batch(h), 3)
+        flops = layer_flops(layer) * chunk
+        layer_rows.append(
+            {
+                "layer": f"{layer.name} ({type(layer).__name__})",
+                "ms_per_chunk": s * 1e3,
+                "mflop_per_decode": layer_flops(layer) / 1e6,
+                "gflops": flops / s / 1e9,
+            }
+        )
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype("float32")
+    square = keras.Input((2048,))
+    product = keras.Model(square, keras.ops.matmul(square, a))
+    matmul_gflops = 2 * 2048**3 / seconds(lambda: product.predict_on_batch(a), 3) / 1e9
+    return {
+        "train_ms_per_step": statistics.median(step_s) * 1e3,
+        "train_seconds_per_run": train_seconds,
+        "iw_ms_per_image": statistics.median(image_s) * 1e3,
+        "iw_seconds_per_run": iw_seconds,
+        "iw_share": iw_seconds / train_seconds,
+        "run_steps": run_steps,
+        "iw_images": config.iw_images,
+        "iw_k": config.iw_k,
+        "layers": layer_rows,
+        "chunk": chunk,
+        "matmul_gflops": matmul_gflops,
+    }
+
+
+def markdown(report: dict) -> str:
+    r = report
+    return "\n".join(
+        [
+            "# The importance-weighted bound beside training",
+            "",
+            f"{r['date']} · {r['machine']['cpu_model']}, {r['machine']['cores']} cores"
+            f" · {r['versions']}",
+            "",
+            f"- Training: {r['train_ms_per_step']:.1f} ms per step of 32 images"
+            f" ({r['steps']} steps, median of {r['rounds']} rounds), so"
+            f" {r['train_seconds_per_run']:.0f} s for the default's"
+            f" {r['run_steps']} steps.",
+            f"- The bound: {r['iw_ms_per_image']:.0f} ms per image at k ="
+            f" {r['iw_k']} ({r['images']} images, median of {r['rounds']} rounds),"
+            f" so {r['iw_seconds_per_run']:.0f} s for the first {r['iw_images']}"
+            f" test images: **{r['iw_share']:.1%} of training** (target 10%).",
+            "",
+            f"One chunk of {r['chunk']} decodes, layer by layer (float32 matmul"
+            f" yardstick: {r['matmul_gflops']:.0f} GFLOP/s):",
+            "",
+            "| decoder layer | ms per chunk | MFLOP per decode | GFLOP/s |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {row['layer']} | {row['ms_per_chunk']:.1f}"
+                f" | {row['mflop_per_decode']:.2f} | {row['gflops']:.1f} |"
+                for row in r["layers"]
+            ),
+            "",
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+    parser.add_argument("--steps", type=int, default=300, help="training steps timed")
+    parser.add_argument("--images", type=int, default=40, help="test images bounded")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "results" / "bench")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.images, args.rounds = 4, 2, 1
+    for name in ("steps", "images", "rounds"):
+        if getattr(args, name) < 1:
+            print(f"{PROG}: error: --{name} must be at least 1", file=sys.stderr)
+            return 2
+    sys.path.insert(0, str(ROOT))
+    import vae_helpers as vh
+
+    (x_train, _), (x_test, _) = vh.load_mnist()
+    chunk = 50 if args.quick else 1000
+    report = {
+        "benchmark": "the IW bound beside training (iw_share.py)",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": vh.machine(),
+        "versions": vh.versions_line(),
+        "steps": args.steps,
+        "images": args.images,
+        "rounds": args.rounds,
+        **measure(vh, x_train, x_test, args.steps, args.images, args.rounds, chunk),
+    }
+    vh.write_report(report, markdown(report), args.output_dir, "iw-share")
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""benchmarks/iw_share.py: the IW bound's share of a default run, and its layers."""
+
+import json
+import sys
+
+import pytest
+from conftest import ROOT, run_script
+
+import vae_helpers as vh
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import iw_share
+
+SCRIPT = ROOT / "benchmarks" / "iw_share.py"
+
+
+def test_layer_flops_count_each_multiply_add_twice():
+    keras = vh.keras
+    inputs = keras.Input((5, 6, 3))
+    dense = keras.layers.Dense(7)
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    up = keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same")
+    keras.Model(inputs, up(conv(inputs)))
+    flat = keras.Input((9,))
+    keras.Model(flat, dense(flat))
+    assert iw_share.layer_flops(dense) == 2 * 9 * 7
+    assert iw_share.layer_flops(conv) == 2 * (5 * 6 * 4) * (3 * 3 * 3)
+    assert iw_share.layer_flops(up) == 2 * (5 * 6 * 4) * 9 * 2  # per input pixel
+    with pytest.raises(TypeError, match="Reshape"):
+        iw_share.layer_flops(keras.layers.Reshape((9,)))
+
+
+def test_the_decoders_flops_add_up_to_what_the_readme_says_a_decode_costs():
+    decoder = vh.decoder_logits(vh.build_decoder(2))
+    total = sum(iw_share.layer_flops(x) for x in decoder.layers[1:] if x.weights)
+    assert total / 1e6 == pytest.approx(7.7, abs=0.05)  # 10^6 decodes: 7.7 TFLOP
+
+
+def test_quick_run_writes_a_share_that_is_its_two_times_divided(tmp_path):
+    done = run_script(SCRIPT, "--quick", "--output-dir", tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "iw-share.json").read_text())
+    assert report["iw_share"] == pytest.approx(
+        report["iw_seconds_per_run"] / report["train_seconds_per_run"]
+    )
+    assert report["run_steps"] == vh.DEFAULTS.epochs * 1875
+    assert [row["layer"].split(" ")[1] for row in report["layers"]] == [
+        "(Dense)",
+        "(Conv2DTranspose)",
+        "(Conv2D)",
+    ]
+    assert all(row["gflops"] > 0 for row in report["layers"])
+    assert "of training** (target 10%)" in (tmp_path / "iw-share.md").read_text()
+
+
+def test_refuses_a_count_below_one_in_one_line(tmp_path):
+    done = run_script(SCRIPT, "--steps", "0", "--output-dir", tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "iw_share.py: error: --steps must be at least 1"
+    ]
+    assert not (tmp_path / "iw-share.json").exists()

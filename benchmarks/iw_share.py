@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import math
 import statistics
 import sys
@@ -44,6 +45,25 @@ def layer_flops(layer) -> int:
         taps = math.prod(layer.kernel_size) * layer.input.shape[-1]
         return 2 * math.prod(layer.output.shape[1:]) * taps
     raise TypeError(f"no FLOP count for {type(layer).__name__}")
+
+
+def logits_as_taps(layer, features):
+    """`layer` (3x3, "same", one output channel) as a matmul and nine shifted sums.
+
+    Same values as the convolution; a candidate for the bound's slowest layer
+    per FLOP, timed beside it (the book does not use it).
+    """
+    from keras import ops
+
+    channels, height, width = features.shape[-1], features.shape[1], features.shape[2]
+    kernel = ops.reshape(ops.transpose(layer.kernel, (2, 0, 1, 3)), (channels, 9))
+    taps = ops.pad(ops.matmul(features, kernel), [(0, 0), (1, 1), (1, 1), (0, 0)])
+    total = sum(
+        taps[:, i : i + height, j : j + width, 3 * i + j]
+        for i in range(3)
+        for j in range(3)
+    )
+    return total[..., None] + layer.bias
 
 
 def seconds(function, repeats: int) -> float:
@@ -83,21 +103,36 @@ def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: in
     iw_seconds = statistics.median(image_s) * config.iw_images
 
     z = np.random.default_rng(0).standard_normal((chunk, config.latent_dim))
+    logits = decoder.get_layer("logits")
+    timed = [(layer.name, layer, layer) for layer in vh.decoder_logits(decoder).layers]
+    timed = [row for row in timed if row[1].weights]  # not Input, Reshape
+    timed.append(
+        (
+            "logits as a matmul and nine shifted sums",
+            logits,
+            functools.partial(logits_as_taps, logits),
+        )
+    )
     layer_rows = []
-    for layer in vh.decoder_logits(decoder).layers[1:]:
-        if not layer.weights:
-            continue  # Reshape: no arithmetic
+    for name, layer, compute in timed:
         inputs = keras.Input(layer.input.shape[1:])
-        alone = keras.Model(inputs, layer(inputs))
+        alone = keras.Model(inputs, compute(inputs))
         h = keras.Model(decoder.input, layer.input).predict_on_batch(z)
         s = seconds(lambda alone=alone, h=h: alone.predict_on_batch(h), 3)
-        flops = layer_flops(layer) * chunk
         layer_rows.append(
             {
-                "layer": f"{layer.name} ({type(layer).__name__})",
+                "layer": name,
                 "ms_per_chunk": s * 1e3,
                 "mflop_per_decode": layer_flops(layer) / 1e6,
-                "gflops": flops / s / 1e9,
+                "gflops": layer_flops(layer) * chunk / s / 1e9,
+                "max_difference_from_layer": float(
+                    np.max(
+                        np.abs(
+                            keras.ops.convert_to_numpy(alone.predict_on_batch(h))
+                            - keras.ops.convert_to_numpy(layer(h))
+                        )
+                    )
+                ),
             }
         )
     a = np.random.default_rng(0).standard_normal((2048, 2048)).astype("float32")
@@ -140,11 +175,13 @@ def markdown(report: dict) -> str:
             f"One chunk of {r['chunk']} decodes, layer by layer (float32 matmul"
             f" yardstick: {r['matmul_gflops']:.0f} GFLOP/s):",
             "",
-            "| decoder layer | ms per chunk | MFLOP per decode | GFLOP/s |",
-            "| --- | --- | --- | --- |",
+            "| decoder layer | ms per chunk | MFLOP per decode | GFLOP/s"
+            " | max difference from the layer |",
+            "| --- | --- | --- | --- | --- |",
             *(
                 f"| {row['layer']} | {row['ms_per_chunk']:.1f}"
-                f" | {row['mflop_per_decode']:.2f} | {row['gflops']:.1f} |"
+                f" | {row['mflop_per_decode']:.2f} | {row['gflops']:.1f}"
+                f" | {row['max_difference_from_layer']:.1e} |"
                 for row in r["layers"]
             ),
             "",

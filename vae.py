@@ -121,6 +121,13 @@ def parse_args(argv=None):
         help="ramp β from 0 over this many epochs (a guard against collapse); 0 = off",
     )
     add(
+        "--kl-cycles",
+        type=positive_int,
+        default=d.kl_cycles,
+        help="restart the β ramp in each of N equal parts of the run (cyclical"
+        " annealing); 1 = one ramp",
+    )
+    add(
         "--learning-rate",
         type=positive_float,
         default=d.learning_rate,

@@ -24,6 +24,7 @@ class RunConfig:
     latent_dim: int = 2
     kl_weight: float = 1.0  # β; 1 is the true ELBO
     kl_warmup_epochs: float = 3.0  # β ramps from 0 over this many epochs
+    kl_cycles: int = 1  # > 1: the ramp restarts in each of this many equal parts
     learning_rate: float = 2e-3  # Adam's peak: linear warm-up, then cosine to 0
     lr_warmup_epochs: float = 0.5
     # XLA made batch-32 steps slower on the CPUs measured (README); `--xla` turns it on.
@@ -54,6 +55,11 @@ class RunConfig:
                 "kl_warmup_epochs",
                 _finite(self.kl_warmup_epochs) and self.kl_warmup_epochs >= 0,
                 "must be a finite number >= 0",
+            ),
+            (
+                "kl_cycles",
+                isinstance(self.kl_cycles, int) and self.kl_cycles >= 1,
+                "must be at least 1",
             ),
             (
                 "learning_rate",

@@ -465,20 +465,24 @@ class KLWarmup(keras.callbacks.Callback):
 
     The classic guard against posterior collapse (Bowman et al., 2016): the
     decoder learns to use z before the KL term bites, and while β is small the
-    digit classes spread apart. The README has the measurements behind the
-    default ramp.
+    digit classes spread apart. With `period`, the ramp starts again every
+    `period` batches: cyclical annealing (Fu et al., 2019), which lets the
+    codes spread out again after the layout has formed. The README has the
+    measurements behind the default ramp.
     """
 
-    def __init__(self, layer: CustomVariationalLayer, steps: int):
+    def __init__(self, layer: CustomVariationalLayer, steps: int, period=None):
         super().__init__()
         self.layer, self.steps, self.step = layer, max(int(steps), 0), 0
+        self.period = int(period) if period else None
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.step <= self.steps:  # after the ramp, β stays put: no work
+        into_cycle = self.step % self.period if self.period else self.step
+        if into_cycle <= self.steps:  # after the ramp, β stays put: no work
             # JAX's fit() keeps the variables' values outside the model while
             # it trains: fetch them first, or the assignment is lost (keras#19054)
             getattr(self.model, "jax_state_sync", lambda: None)()
-            fraction = 1.0 if self.steps == 0 else self.step / self.steps
+            fraction = 1.0 if self.steps == 0 else into_cycle / self.steps
             self.layer.kl_weight.assign(fraction * self.layer.target_kl_weight)
         self.step += 1
 
@@ -579,6 +583,7 @@ def train_vae(
     epochs=DEFAULTS.epochs,
     batch_size=DEFAULTS.batch_size,
     kl_warmup_epochs=DEFAULTS.kl_warmup_epochs,
+    kl_cycles=DEFAULTS.kl_cycles,
     verbose="auto",
     callbacks=(),
     seed=DEFAULTS.seed,
@@ -588,12 +593,16 @@ def train_vae(
 
     The loss layer needs only the images, so the batches carry no targets. The
     training images are reshuffled every epoch in an order fixed by `seed`;
-    validation images, if given, are scored after each epoch.
+    validation images, if given, are scored after each epoch. With
+    `kl_cycles` > 1 the β ramp repeats at the start of each of that many equal
+    parts of the run.
     """
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     warmup_steps = round(kl_warmup_epochs * steps_per_epoch)
     if warmup_steps:  # without a ramp, no per-step callback work at all
-        callbacks = [KLWarmup(loss_layer(vae), warmup_steps), *callbacks]
+        period = epochs * steps_per_epoch / kl_cycles if kl_cycles > 1 else None
+        ramp = KLWarmup(loss_layer(vae), warmup_steps, period)
+        callbacks = [ramp, *callbacks]
     history = vae.fit(
         image_batches(x_train, batch_size, shuffle_seed=seed),
         epochs=epochs,
@@ -1174,6 +1183,7 @@ def train_and_save(
                 epochs=epochs,
                 batch_size=config.batch_size,
                 kl_warmup_epochs=config.kl_warmup_epochs,
+                kl_cycles=config.kl_cycles,
                 verbose=verbose,
                 seed=config.seed,
             )

@@ -29,6 +29,8 @@ import vae_helpers as vh
         (["--kl-weight", "-1"], "--kl-weight"),
         (["--kl-weight", "nan"], "--kl-weight"),
         (["--kl-warmup-epochs", "inf"], "--kl-warmup-epochs"),
+        (["--kl-cycles", "0"], "--kl-cycles"),
+        (["--kl-cycles", "1.5"], "--kl-cycles"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--lr-warmup-epochs", "-0.5"], "--lr-warmup-epochs"),
         (["--seed", "-1"], "--seed"),

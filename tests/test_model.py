@@ -233,6 +233,18 @@ def test_kl_warmup_ramps_beta_then_holds_it():
     assert seen == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.5])
 
 
+def test_a_cyclical_kl_ramp_restarts_every_period():
+    layer = vh.CustomVariationalLayer(kl_weight=0.5)
+    warmup = vh.KLWarmup(layer, steps=2, period=4)
+    seen = []
+    for batch in range(9):
+        warmup.on_train_batch_begin(batch)
+        seen.append(float(layer.kl_weight.numpy()))
+    assert seen == pytest.approx([0, 0.25, 0.5, 0.5, 0, 0.25, 0.5, 0.5, 0])
+    warmup.on_train_end()
+    assert float(layer.kl_weight.numpy()) == 0.5
+
+
 def test_weights_round_trip_and_a_wrong_file_is_named(tmp_path):
     vae, _, decoder = vh.build_vae(2, seed=0)
     path = tmp_path / "vae.weights.h5"

@@ -91,10 +91,13 @@ def test_json_is_strict(tmp_path):
 
 
 def test_settings_the_code_cannot_take_are_named():
-    config = dataclasses.replace(vh.DEFAULTS, seed=-1, iw_images=1, latent_dim=1)
+    config = dataclasses.replace(
+        vh.DEFAULTS, seed=-1, iw_images=1, latent_dim=1, kl_cycles=0
+    )
     problems = config.problems()
     assert [p.split(":")[0] for p in problems] == [
         "--latent-dim",
+        "--kl-cycles",
         "--seed",
         "--iw-images",
     ]
@@ -133,7 +136,14 @@ def test_compile_for_run_lays_the_schedule_over_the_run():
     assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_the_kl_ramp_reaches_the_compiled_training_step():
+@pytest.mark.parametrize(
+    "ramp_epochs, cycles, betas",
+    [
+        (1.0, 1, np.arange(8) / 8),
+        (0.25, 2, [0, 0.5, 1, 1, 0, 0.5, 1, 1]),  # cyclical: the ramp restarts
+    ],
+)
+def test_the_kl_ramp_reaches_the_compiled_training_step(ramp_epochs, cycles, betas):
     """β must change inside fit's compiled step, not only in Python."""
     vh.keras.utils.set_random_seed(0)
     vae, encoder, _ = vh.build_vae(2, seed=0)
@@ -153,13 +163,12 @@ def test_the_kl_ramp_reaches_the_compiled_training_step():
         x,
         epochs=1,
         batch_size=16,
-        kl_warmup_epochs=1.0,
+        kl_warmup_epochs=ramp_epochs,
+        kl_cycles=cycles,
         verbose=0,
         callbacks=[Probe()],
     )
     # Keras logs running means over the epoch; undo them for each step's terms.
     totals = np.asarray(seen, "float64") * np.arange(1, len(seen) + 1)[:, None]
     loss, reconstruction, kl = np.diff(totals, axis=0, prepend=0).T
-    np.testing.assert_allclose(
-        (loss - reconstruction) / kl, np.arange(8) / 8, atol=0.01
-    )
+    np.testing.assert_allclose((loss - reconstruction) / kl, betas, atol=0.01)

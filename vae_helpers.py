@@ -1034,11 +1034,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cores_used() -> int:
+    """The cores this process may run on: fewer than the machine's under `taskset`."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; elsewhere, the whole machine
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def machine() -> dict:
     """Which machine a run's times and scores come from (CPU, cores, native bf16)."""
     return {
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
+        "cores_used": cores_used(),
         "native_bf16": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"}),
     }
 

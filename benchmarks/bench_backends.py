@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "training speed per Keras backend (benchmarks/bench_backends.py)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{vh.cpu_model()}, {os.cpu_count()} cores",
+        "machine": f"{vh.cpu_model()}, {vh.cores_used()} of {os.cpu_count()} cores",
         "images": images,
         "rounds": rounds,
         **summarize(results),

@@ -160,7 +160,8 @@ def markdown(report: dict) -> str:
         [
             "# The importance-weighted bound beside training",
             "",
-            f"{r['date']} · {r['machine']['cpu_model']}, {r['machine']['cores']} cores"
+            f"{r['date']} · {r['machine']['cpu_model']},"
+            f" {r['machine']['cores_used']} of {r['machine']['cores']} cores"
             f" · {r['versions']}",
             "",
             f"- Training: {r['train_ms_per_step']:.1f} ms per step of 32 images"

@@ -2,9 +2,13 @@
 
 import dataclasses
 import math
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import vae_helpers as vh
 
@@ -172,3 +176,18 @@ def test_the_kl_ramp_reaches_the_compiled_training_step(ramp_epochs, cycles, bet
     totals = np.asarray(seen, "float64") * np.arange(1, len(seen) + 1)[:, None]
     loss, reconstruction, kl = np.diff(totals, axis=0, prepend=0).T
     np.testing.assert_allclose((loss - reconstruction) / kl, betas, atol=0.01)
+
+
+@pytest.mark.skipif(not shutil.which("taskset"), reason="needs util-linux taskset")
+def test_a_run_pinned_to_one_core_records_one_core_used():
+    probe = "import vae_helpers as vh; m = vh.machine(); print(m['cores_used'])"
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.split() == ["1"]
+    assert vh.machine()["cores"] >= vh.machine()["cores_used"] >= 1

@@ -62,6 +62,14 @@ class RunConfig:
                 "must be at least 1",
             ),
             (
+                "kl_cycles",
+                not isinstance(self.kl_cycles, int)
+                or self.kl_cycles < 2
+                or self.kl_warmup_epochs <= self.epochs / self.kl_cycles,
+                "each cycle must be at least as long as --kl-warmup-epochs, "
+                "or β never reaches its target",
+            ),
+            (
                 "learning_rate",
                 _finite(self.learning_rate) and self.learning_rate > 0,
                 "must be a finite number > 0",

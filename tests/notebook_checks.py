@@ -55,13 +55,19 @@ def assert_committed_without_outputs(chapter):
         assert cell["execution_count"] is None, source(cell)[:80]
 
 
+def assert_glued_once(chapter):
+    """No glue name twice: the book build (-W) fails on a duplicate glue key."""
+    defined = chapter.glued_in_code()
+    twice = sorted({name for name in defined if defined.count(name) > 1})
+    assert not twice, f"glued more than once: {twice}"
+
+
 def assert_glued_once_where_used(chapter):
     defined = chapter.glued_in_code()
     used = {name for name, _ in GLUE_ROLE.findall(chapter.prose())}
     assert used, "the chapter's prose uses no glued value"
     assert not used - set(defined), f"used, never glued: {sorted(used - set(defined))}"
-    twice = sorted({name for name in defined if defined.count(name) > 1})
-    assert not twice, f"glued more than once: {twice}"
+    assert_glued_once(chapter)
 
 
 def typed_numbers(text, allowed):

@@ -8,6 +8,7 @@ from notebook_checks import (
     ROOT,
     Chapter,
     assert_committed_without_outputs,
+    assert_glued_once,
     assert_references_resolve,
 )
 
@@ -22,7 +23,5 @@ def test_every_chapter_is_checked():
 def test_chapter_file(path):
     chapter = Chapter(path)
     assert_committed_without_outputs(chapter)
-    defined = chapter.glued_in_code()
-    twice = sorted({name for name in defined if defined.count(name) > 1})
-    assert not twice, f"glued more than once: {twice}"
+    assert_glued_once(chapter)
     assert_references_resolve(chapter)

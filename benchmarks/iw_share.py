@@ -32,21 +32,6 @@ PROG = "iw_share.py"
 TRAIN_IMAGES = 60_000
 
 
-def layer_flops(layer) -> int:
-    """Multiply-adds × 2 of one decode through `layer` (Dense or a 2-D conv)."""
-    from keras import layers
-
-    if isinstance(layer, layers.Dense):
-        return 2 * layer.input.shape[-1] * layer.units
-    if isinstance(layer, layers.Conv2DTranspose):  # each input pixel, all taps
-        taps = math.prod(layer.kernel_size)
-        return 2 * math.prod(layer.input.shape[1:]) * taps * layer.filters
-    if isinstance(layer, layers.Conv2D):  # each output value, all taps
-        taps = math.prod(layer.kernel_size) * layer.input.shape[-1]
-        return 2 * math.prod(layer.output.shape[1:]) * taps
-    raise TypeError(f"no FLOP count for {type(layer).__name__}")
-
-
 def logits_as_taps(layer, features):
     """`layer` (3x3, "same", one output channel) as a matmul and nine shifted sums.
 
@@ -66,19 +51,10 @@ def logits_as_taps(layer, features):
     return total[..., None] + layer.bias
 
 
-def seconds(function, repeats: int) -> float:
-    """Median wall time of `function()` over `repeats` calls, after one warm-up."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: int):
     import numpy as np
+    from bench_training import layer_macs, matmul_rate
+    from jax_cpu import median_ms
 
     keras = vh.keras
     config = vh.DEFAULTS
@@ -94,10 +70,16 @@ def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: in
             encoder, decoder, x_test[:images], k=config.iw_k
         )
 
+    train(), bound()  # traced once, before any timing
     step_s, image_s = [], []
     for _ in range(rounds):  # turns, so that a noisy host weighs on both alike
-        step_s.append(seconds(train, 1) / steps)
-        image_s.append(seconds(bound, 1) / images)
+        for times, function, count in (
+            (step_s, train, steps),
+            (image_s, bound, images),
+        ):
+            start = time.perf_counter()
+            function()
+            times.append((time.perf_counter() - start) / count)
     run_steps = config.epochs * math.ceil(TRAIN_IMAGES / config.batch_size)
     train_seconds = statistics.median(step_s) * run_steps
     iw_seconds = statistics.median(image_s) * config.iw_images
@@ -122,21 +104,19 @@ def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: in
         out = alone(inputs)
         totals = keras.Model(inputs, keras.ops.sum(out, axis=range(1, len(out.shape))))
         h = keras.Model(decoder.input, layer.input).predict_on_batch(z)
-        s = seconds(lambda totals=totals, h=h: totals.predict_on_batch(h), 3)
+        ms = median_ms(totals.predict_on_batch, h, repeats=3)
         difference = keras.ops.convert_to_numpy(alone(h) - layer(h))
+        flops = 2 * layer_macs(layer)  # per decode
         layer_rows.append(
             {
                 "layer": name,
-                "ms_per_chunk": s * 1e3,
-                "mflop_per_decode": layer_flops(layer) / 1e6,
-                "gflops": layer_flops(layer) * chunk / s / 1e9,
+                "ms_per_chunk": ms,
+                "mflop_per_decode": flops / 1e6,
+                "gflops": flops * chunk / ms / 1e6,
                 "max_difference_from_layer": float(np.max(np.abs(difference))),
             }
         )
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype("float32")
-    square = keras.Input((2048,))
-    product = keras.Model(square, keras.ops.matmul(square, a))
-    matmul_gflops = 2 * 2048**3 / seconds(lambda: product.predict_on_batch(a), 3) / 1e9
+    matmul_gflops = matmul_rate(2048, 3)["gflops_per_s"]
     return {
         "train_ms_per_step": statistics.median(step_s) * 1e3,
         "train_seconds_per_run": train_seconds,
@@ -203,6 +183,7 @@ def main(argv=None) -> int:
             print(f"{PROG}: error: --{name} must be at least 1", file=sys.stderr)
             return 2
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # bench_training, jax_cpu
     import vae_helpers as vh
 
     (x_train, _), (x_test, _) = vh.load_mnist()

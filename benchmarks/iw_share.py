@@ -1,6 +1,6 @@
 """What the importance-weighted bound costs beside training, and where it goes.
 
-    python benchmarks/iw_share.py            # about 3 minutes on 2 cores
+    python benchmarks/iw_share.py            # about a minute on 2 cores
     python benchmarks/iw_share.py --quick    # smoke run for the tests
 
 The speed issue asks the bound (k = 1000 on the documented subset) to take at

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import math
 import statistics
 import sys
@@ -30,25 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "iw_share.py"
 TRAIN_IMAGES = 60_000
-
-
-def logits_as_taps(layer, features):
-    """`layer` (3x3, "same", one output channel) as a matmul and nine shifted sums.
-
-    Same values as the convolution; a candidate for the bound's slowest layer
-    per FLOP, timed beside it (the book does not use it).
-    """
-    from keras import ops
-
-    channels, height, width = features.shape[-1], features.shape[1], features.shape[2]
-    kernel = ops.reshape(ops.transpose(layer.kernel, (2, 0, 1, 3)), (channels, 9))
-    taps = ops.pad(ops.matmul(features, kernel), [(0, 0), (1, 1), (1, 1), (0, 0)])
-    total = sum(
-        taps[:, i : i + height, j : j + width, 3 * i + j]
-        for i in range(3)
-        for j in range(3)
-    )
-    return total[..., None] + layer.bias
 
 
 def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: int):
@@ -90,9 +70,9 @@ def measure(vh, x_train, x_test, steps: int, images: int, rounds: int, chunk: in
     timed = [row for row in timed if row[1].weights]  # not Input, Reshape
     timed.append(
         (
-            "logits as a matmul and nine shifted sums",
+            "logits as a depthwise conv and a channel sum",
             logits,
-            functools.partial(logits_as_taps, logits),
+            vh.OneChannelConvAsDepthwise(logits),
         )
     )
     layer_rows = []

@@ -134,3 +134,19 @@ def test_classifier_finds_one_digit_in_a_grid_of_one_repeated_digit(classifier):
     check = vh.grid_digit_check(classifier, grid)
     assert check["digits_found"] == [7]
     assert check["confident_share"] == 1.0
+
+
+def test_decode_chunk_divides_k_and_is_at_most_the_limit():
+    for k in (1, 7, 300, 1000, 1024, 997):
+        chunk = vh.decode_chunk(k)
+        assert k % chunk == 0 and 1 <= chunk <= 25, (k, chunk)
+    assert vh.decode_chunk(1000) == 25
+    assert vh.decode_chunk(997) == 1  # a prime: one code at a time, still exact
+
+
+def test_iw_bound_does_not_depend_on_the_decode_chunk(trained_parts, monkeypatch):
+    encoder, decoder, x, _ = trained_parts
+    chunked = vh.importance_weighted_log_likelihood(encoder, decoder, x[:3], k=200)
+    monkeypatch.setattr(vh, "decode_chunk", lambda k: k)  # all k codes at once
+    whole = vh.importance_weighted_log_likelihood(encoder, decoder, x[:3], k=200)
+    np.testing.assert_allclose(chunked, whole, atol=1e-3)

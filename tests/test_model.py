@@ -366,3 +366,22 @@ def test_auto_precision_follows_the_cpu_flags(flags, expected):
     precision, why = vh.resolve_precision("auto", flags)
     assert precision == expected and why.startswith("auto")
     assert vh.resolve_precision("float32", flags)[0] == "float32"
+
+
+def test_the_logits_as_a_depthwise_conv_are_the_convolution():
+    """The bound's form of the last layer: same weights, same logits."""
+    decoder = vh.build_decoder(2)
+    logits = decoder.get_layer("logits")
+    logits.bias.assign([0.3])  # a non-zero bias must come through too
+    features = RNG.normal(size=(3, 28, 28, 32)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(vh.OneChannelConvAsDepthwise(logits)(features)),
+        keras.ops.convert_to_numpy(logits(features)),
+        atol=1e-5,
+    )
+    z = RNG.normal(size=(5, 2)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(vh.decoder_logits_for_inference(decoder)(z)),
+        keras.ops.convert_to_numpy(vh.decoder_logits(decoder)(z)),
+        atol=1e-5,
+    )

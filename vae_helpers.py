@@ -323,12 +323,26 @@ class OneChannelConvAsDepthwise(layers.Layer):
         return ops.sum(per_channel, axis=-1, keepdims=True) + self.conv.bias
 
 
+def is_one_channel_conv(layer) -> bool:
+    """A stride-1 "same" Conv2D to one channel: the case the depthwise form covers
+    (the benchmark's other decoders end in a transposed convolution instead)."""
+    return (
+        type(layer) is layers.Conv2D
+        and layer.filters == 1
+        and tuple(layer.strides) == (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.padding == "same"
+        and layer.groups == 1
+        and layer.data_format == "channels_last"
+    )
+
+
 def decoder_logits_for_inference(decoder: keras.Model) -> keras.Model:
     """`decoder_logits`, with the last layer as `OneChannelConvAsDepthwise` on
     TensorFlow (XLA's depthwise convolution on CPU is slower, so JAX and
     PyTorch keep the layer as it is)."""
     logits = decoder.get_layer("logits")
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or not is_one_channel_conv(logits):
         return decoder_logits(decoder)
     outputs = OneChannelConvAsDepthwise(logits)(logits.input)
     return keras.Model(decoder.input, outputs, name="decoder_logits")

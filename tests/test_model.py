@@ -385,3 +385,14 @@ def test_the_logits_as_a_depthwise_conv_are_the_convolution():
         keras.ops.convert_to_numpy(vh.decoder_logits(decoder)(z)),
         atol=1e-5,
     )
+
+
+def test_only_a_one_channel_conv_takes_the_depthwise_form():
+    assert vh.is_one_channel_conv(vh.build_decoder(2).get_layer("logits"))
+    conv = keras.layers.Conv2D
+    assert not vh.is_one_channel_conv(conv(2, 3, padding="same"))
+    assert not vh.is_one_channel_conv(conv(1, 3, padding="valid"))
+    assert not vh.is_one_channel_conv(conv(1, 3, strides=2, padding="same"))
+    assert not vh.is_one_channel_conv(
+        keras.layers.Conv2DTranspose(1, 3, padding="same")
+    )

@@ -1038,6 +1038,14 @@ def load_or_train_classifier(data=None, path=None, epochs=3, seed=0):
     return model, float(accuracy)
 
 
+HELD_MIN_CELLS = 3  # one confident cell is luck; a digit with 3 has a region
+
+
+def digits_held(confident_cells_per_digit, min_cells=HELD_MIN_CELLS) -> list[int]:
+    """The digits a grid holds: those read with confidence in >= min_cells cells."""
+    return [d for d, n in enumerate(confident_cells_per_digit) if n >= min_cells]
+
+
 def grid_digit_check(classifier, grid, n=15, confidence=0.9):
     """Which digits a classifier reads in the grid's n·n cells.
 
@@ -1371,6 +1379,36 @@ def check_run(folder) -> dict:
     if metrics.get("run_id") != manifest["run_id"]:
         raise IncompleteRun(f"{folder}: metrics.json belongs to another run")
     return metrics
+
+
+def default_seed_runs(config: RunConfig = DEFAULTS, root=None) -> dict[int, dict]:
+    """The committed runs of `config` with any seed, as {seed: metrics}: the
+    records behind "the default over seeds" (results/seed-screen/, and the
+    study's default and seed runs).
+
+    A run matches when every setting but the seed equals `config`'s; a setting
+    its record lacks did not exist yet, so it had what is now the default.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    folders = [
+        *sorted((root / "results" / "seed-screen").glob("*")),
+        root / "results" / "study" / "default",
+        *sorted((root / "results" / "study").glob("seed-*")),
+    ]
+    wanted = {k: v for k, v in config.to_dict().items() if k != "seed"}
+    runs = {}
+    for folder in folders:
+        try:
+            run_id = json.loads((folder / MANIFEST).read_text())["run_id"]
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except (OSError, ValueError, KeyError):
+            continue
+        settings = metrics["config"]
+        if metrics.get("run_id") != run_id or metrics.get("fast_mode"):
+            continue
+        if all(settings.get(k, v) == v for k, v in wanted.items()):
+            runs.setdefault(settings["seed"], metrics)
+    return runs
 
 
 def load_or_train(output_dir=None, data=None):

@@ -39,7 +39,7 @@ PROG = "study.py"
 SEEDS = (1337, 7, 42, 123, 2024)  # the default's seed and four others
 TEST_DRAW_SEED = 0  # the one Bernoulli draw of the binarised test set, for every run
 QUICK_IW_K = 50
-MIN_CELLS = 3  # a grid holds a digit if at least this many cells read as it
+MIN_CELLS = vh.HELD_MIN_CELLS  # a grid holds a digit if this many cells read as it
 CONFIDENCE = 0.9
 ROW = "summary.json"  # a run's row of the table, beside train_and_save's files
 CODES = "codes.npz"  # z_mean of the first test images, for the chapter's scatter
@@ -187,7 +187,7 @@ def summary_row(name: str, folder: Path, metrics: dict, classifier) -> dict:
         "seed": config["seed"],
         **{key: metrics[key] for key in SCORES if key in metrics},
         "grid_confident_cells_per_digit": cells,
-        "grid_digits_held": [d for d, count in enumerate(cells) if count >= MIN_CELLS],
+        "grid_digits_held": vh.digits_held(cells),
         "run_seconds": sum(v for k, v in metrics.items() if k.endswith("_seconds")),
         "epochs": metrics["epochs"],
         "train_images": metrics["train_images"],

@@ -1,6 +1,7 @@
 """Whole runs: the staged swap of a run's files, the manifest, and run failures."""
 
 import dataclasses
+import json
 import math
 import shutil
 import subprocess
@@ -191,3 +192,38 @@ def test_a_run_pinned_to_one_core_records_one_core_used():
     assert pinned.returncode == 0, pinned.stderr
     assert pinned.stdout.split() == ["1"]
     assert vh.machine()["cores"] >= vh.machine()["cores_used"] >= 1
+
+
+def record(folder, run_id, config, neg_elbo=140.0, manifest_id=None):
+    """A committed run's record: metrics.json and the manifest, no weights."""
+    folder.mkdir(parents=True)
+    metrics = {"run_id": run_id, "config": config, "test_neg_elbo": neg_elbo}
+    vh.write_json(metrics, folder / "metrics.json")
+    vh.write_json({"run_id": manifest_id or run_id, "files": {}}, folder / vh.MANIFEST)
+
+
+def test_default_seed_runs_keeps_the_defaults_with_any_seed_and_nothing_else(tmp_path):
+    default = vh.DEFAULTS.to_dict()
+    screens = tmp_path / "results" / "seed-screen"
+    record(screens / "a", "a", default | {"seed": 7}, 141.0)
+    record(screens / "b", "b", default | {"seed": 8, "kl_weight": 0.75})
+    record(screens / "c", "c", default | {"seed": 9}, manifest_id="other run")
+    old = {k: v for k, v in default.items() if k != "kl_cycles"}  # before the flag
+    record(tmp_path / "results" / "study" / "seed-5", "d", old | {"seed": 5}, 142.0)
+    runs = vh.default_seed_runs(root=tmp_path)
+    assert {seed: m["test_neg_elbo"] for seed, m in runs.items()} == {
+        7: 141.0,
+        5: 142.0,
+    }
+    longer = dataclasses.replace(vh.DEFAULTS, epochs=vh.DEFAULTS.epochs + 1)
+    assert vh.default_seed_runs(longer, root=tmp_path) == {}
+
+
+def test_the_committed_ten_epoch_default_runs_are_the_studys_five_seeds():
+    ten = dataclasses.replace(vh.DEFAULTS, epochs=10)
+    runs = vh.default_seed_runs(ten)
+    summary = json.loads((ROOT / "results" / "study" / "summary.json").read_text())
+    spread = summary["seeds"]["test_neg_elbo"]
+    assert len(runs) == spread["n"] == 5
+    elbo = [m["test_neg_elbo"] for m in runs.values()]
+    assert np.mean(elbo) == pytest.approx(spread["mean"])

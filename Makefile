@@ -1,9 +1,9 @@
 # One command each for a fresh machine (Python 3.11):
-#   make run    set up .venv, train 10 epochs, write results/vae/grid.png
+#   make run    set up .venv, train 20 epochs, write results/vae/grid.png
 #   make test   set up .venv, lint, unit tests (the model's on all three backends),
 #               notebooks (fast mode; chapters 1-8 on all three backends), book (fast)
 #               + browser test
-#   make book   build the full book (executes every chapter; trains 10 epochs once, then cached)
+#   make book   build the full book (executes every chapter; trains 20 epochs once, then cached)
 #   make bench  the training benchmark: seed vs keras.io vs this default (about 45 min on 2 cores)
 # Offline? export VAE_MNIST_PATH=/path/to/mnist.npz (Keras' layout) first.
 

@@ -1,6 +1,6 @@
 """Train the convolutional VAE on MNIST and write a 15x15 grid of generated digits.
 
-    python vae.py                      # 10 epochs -> results/vae/grid.png
+    python vae.py                      # 20 epochs -> results/vae/grid.png
     python vae.py --data mnist.npz     # offline: a local MNIST file in Keras' layout
     VAE_FAST=1 python vae.py           # smoke run: small subset, 1 epoch
 

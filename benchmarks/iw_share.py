@@ -8,7 +8,7 @@ most 10% of the default run's training time. A full run answers that once
 (`metrics.json`: iw_seconds, train_seconds); this answers it in minutes, and
 says why. In one process, taking turns for --rounds rounds, it times --steps
 training steps of the default (`vh.compile_for_run`, batch 32) and the bound on
---images test images, and scales both to a whole run (10 epochs of 60,000
+--images test images, and scales both to a whole run (the default's epochs of 60,000
 images; the subset of `vh.DEFAULTS.iw_images`). Then it times each decoder
 layer on a chunk of 1,000 decodes with its GFLOP/s, beside a float32 matmul
 yardstick: the bound is 10^6 decodes, and the layers' rates say what it can

@@ -31,7 +31,8 @@ import vae_helpers as vh
         (["--kl-warmup-epochs", "inf"], "--kl-warmup-epochs"),
         (["--kl-cycles", "0"], "--kl-cycles"),
         (["--kl-cycles", "1.5"], "--kl-cycles"),
-        (["--kl-cycles", "4"], "--kl-cycles"),  # 2.5-epoch cycles, 3-epoch ramp
+        # one-epoch cycles, shorter than the default 3-epoch ramp
+        (["--kl-cycles", str(vh.DEFAULTS.epochs)], "--kl-cycles"),
         (["--learning-rate", "0"], "--learning-rate"),
         (["--lr-warmup-epochs", "-0.5"], "--lr-warmup-epochs"),
         (["--seed", "-1"], "--seed"),

@@ -24,11 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROG = "compare_precision.py"
 SCORES = ("test_neg_elbo", "test_reconstruction", "test_kl", "test_iw_bound")
-MIN_CELLS = 3  # a grid holds a digit with at least this many confident cells
 
 
 def read_run(folder: Path) -> dict:
-    """The scores of one finished run, and the digits its grid holds."""
+    """The scores of one finished run, and its grid's confident cells per digit."""
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError) as error:
@@ -47,7 +46,7 @@ def read_run(folder: Path) -> dict:
         "precision": metrics.get("precision_used", "float32"),
         "machine": metrics.get("machine", ""),
         **{k: metrics[k] for k in SCORES if k in metrics},
-        "digits_held": [d for d in range(10) if cells[d] >= MIN_CELLS],
+        "cells": cells,  # -> digits_held, by vh.digits_held once it is imported
     }
 
 
@@ -146,8 +145,10 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    import vae_helpers as vh
+    import vae_helpers as vh  # after the folders are checked: errors come at once
 
+    for run in float32 + bfloat16:
+        run["digits_held"] = vh.digits_held(run.pop("cells"))
     report = {
         "benchmark": "float32 against bfloat16 over seeds (compare_precision.py)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -310,8 +310,8 @@ class OneChannelConvAsDepthwise(layers.Layer):
 
     TensorFlow's CPU kernel for a convolution to one channel runs at a few
     GFLOP/s, and the IW bound decodes 10^6 times: this form makes the layer
-    about 3x faster there (results/bench/iw-share.md). Training is not
-    affected (batch 32 is small), so the model itself keeps Keras' Conv2D.
+    about 2x faster there (iw_share.py; README). Training is not affected
+    (batch 32 is small), so the model itself keeps Keras' Conv2D.
     """
 
     def __init__(self, conv, **kwargs):

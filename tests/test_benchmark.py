@@ -32,6 +32,7 @@ POSITIVE = (
     "test_kl",
     "test_iw_standard_error",
     "score_seconds",
+    "iw_seconds",
 )
 
 
@@ -167,6 +168,9 @@ def test_quick_run_times_and_scores_every_configuration(quick_run):
         assert result["step_seconds_total"] <= result["seconds_per_epoch"][0]
         assert result["seconds_per_epoch"][0] <= result["wall_seconds"]
         assert 0 < result["outside_steps_share"] < 1
+        assert result["iw_share_of_training"] == pytest.approx(
+            result["iw_seconds"] / result["wall_seconds"]
+        )
         assert result["train_flops_per_image"] == 6 * result["forward_macs_per_image"]
         assert result["test_neg_elbo"] == pytest.approx(
             result["test_reconstruction"] + result["test_kl"], rel=1e-5
@@ -195,6 +199,8 @@ def test_quick_run_trains_each_configuration_as_defined(quick_run):
     )
     assert not any(r["xla"] for r in configs.values())  # "auto" is off on a CPU
     assert d["precision"] == "bfloat16" and c["precision"] == "float32"
+    assert a["config"]["epochs"] == 10  # the seed's length, not the default's
+    assert c["config"]["epochs"] == d["config"]["epochs"] == vh.DEFAULTS.epochs
     book_macs = sum(bench.model_macs(vh.build_vae()[0]).values())
     assert a["forward_macs_per_image"] == c["forward_macs_per_image"] == book_macs
     assert d["forward_macs_per_image"] == book_macs

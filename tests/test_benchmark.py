@@ -276,3 +276,27 @@ def test_table_of_the_committed_benchmark_still_renders():
     for key, result in report["configs"].items():
         assert f"| ({key}) {result['name']} |" in table
         assert f"| {result['test_neg_elbo']:.2f} |" in table
+
+
+def test_committed_default_benchmark_is_todays_default_in_both_precisions():
+    """results/bench-default: what chapter 6 and the README quote for bfloat16."""
+    folder = ROOT / "results" / "bench-default"
+    report = json.loads((folder / "training.json").read_text())
+    assert report["complete"] and not report["quick"]
+    assert list(report["configs"]) == ["c", "d"]
+    c, d = report["configs"]["c"], report["configs"]["d"]
+    assert c["config"] == vh.DEFAULTS.to_dict()  # rerun it when the default changes
+    assert d["config"] == {**c["config"], "precision": "bfloat16"}
+    assert c["train_images"] == d["train_images"] == 60_000
+    for result in (c, d):
+        assert result["iw_share_of_training"] == pytest.approx(
+            result["iw_seconds"] / result["wall_seconds"]
+        )
+    readme = (ROOT / "README.md").read_text()
+    for line in bench.markdown_report(report).splitlines():
+        if line.startswith("| ("):
+            assert line in readme, f"README lacks the benchmark row {line[:30]}..."
+    assert sorted(p.name for p in folder.glob("grid-*.png")) == [
+        "grid-c.png",
+        "grid-d.png",
+    ]

@@ -326,6 +326,7 @@ def test_runnable_book_imports_outside_the_repository(runnable_zip, tmp_path):
         "print(vae_helpers.__file__)\n"
         "print(vae_helpers.results_dir())\n"
         "print(len(vae_config.RunConfig().problems()))\n"
+        "print(len(vae_helpers.default_seed_runs()))\n"
     )
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -339,10 +340,11 @@ def test_runnable_book_imports_outside_the_repository(runnable_zip, tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    module, results, problems = done.stdout.split("\n")[-4:-1]
+    module, results, problems, seed_runs = done.stdout.split("\n")[-5:-1]
     assert Path(module).resolve() == (book / "vae_helpers.py").resolve()
     assert Path(results).resolve().parent == (book / "results").resolve()
     assert problems == "0"  # the default settings are valid
+    assert int(seed_runs) >= 2  # chapter 6 reads the default's spread over seeds
 
 
 def test_the_build_trained_into_its_own_folder(html_dir):

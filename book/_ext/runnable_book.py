@@ -29,14 +29,17 @@ FILES = (
     "benchmarks/study.py",  # chapter 9 reads the study with it
     "results/precision/summary.json",  # chapter 6 quotes float32 against bfloat16
     "results/precision/forward.json",
+    "results/bench-default/training.json",  # chapter 6: the default in each precision
 )
 CHAPTERS = "chapters/*.ipynb"
-# Chapter 9's records: the committed study (no weights, which git ignores).
-STUDY = (
+# The committed records chapters 6 and 9 read (no weights, which git ignores).
+RECORDS = (
     "results/study/*.json",
     "results/study/*/*.json",
     "results/study/*/*.png",
     "results/study/*/*.npz",
+    # The seed screens' records: chapter 6's spread over seeds, chapter 9's longer runs.
+    "results/seed-screen/*/*.json",
 )
 HOW_TO_RUN = "book/HOW-TO-RUN.md"
 # A fixed timestamp: the same sources give the same bytes at every build.
@@ -51,7 +54,7 @@ def runnable_book_files(root: Path) -> dict[str, Path]:
     files = {f"{FOLDER}/{path.relative_to(root)}": path for path in chapters}
     for name in FILES:
         files[f"{FOLDER}/{name}"] = root / name
-    for pattern in STUDY:
+    for pattern in RECORDS:
         for path in sorted(root.glob(pattern)):
             files[f"{FOLDER}/{path.relative_to(root)}"] = path
     files[f"{FOLDER}/HOW-TO-RUN.md"] = root / HOW_TO_RUN

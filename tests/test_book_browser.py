@@ -15,6 +15,7 @@ they import, and imports from wherever it is unzipped.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -308,6 +309,17 @@ def test_runnable_book_holds_what_a_chapter_needs(runnable_zip):
     assert needed <= names, f"missing from the zip: {sorted(needed - names)}"
     # Nothing else than what the extension lists (each a file of the repository).
     assert names == set(runnable_book.runnable_book_files(ROOT))
+    # Chapter 6 reads the epochs of every run a precision comparison names.
+    summaries = [
+        n for n in names if "results/precision/" in n and n.endswith("summary.json")
+    ]
+    assert summaries, "no precision comparison in the zip"
+    with zipfile.ZipFile(runnable_zip) as archive:
+        for name in summaries:
+            summary = json.loads(archive.read(name))
+            for run in summary["float32"] + summary["bfloat16"]:
+                record = f"{RUNNABLE_FOLDER}/{run['folder']}/metrics.json"
+                assert record in names, f"{name} names {run['folder']}, not in the zip"
 
 
 def test_runnable_book_imports_outside_the_repository(runnable_zip, tmp_path):

@@ -27,8 +27,6 @@ FILES = (
     "requirements-backends.txt",  # KERAS_BACKEND=jax or torch
     "vae.py",  # the study's script imports its flag parsers
     "benchmarks/study.py",  # chapter 9 reads the study with it
-    "results/precision/summary.json",  # chapter 6 quotes float32 against bfloat16
-    "results/precision/forward.json",
     "results/bench-default/training.json",  # chapter 6: the default in each precision
 )
 CHAPTERS = "chapters/*.ipynb"
@@ -40,6 +38,8 @@ RECORDS = (
     "results/study/*/*.npz",
     # The seed screens' records: chapter 6's spread over seeds, chapter 9's longer runs.
     "results/seed-screen/*/*.json",
+    # Chapter 6's float32 against bfloat16: the comparisons and their runs' records.
+    "results/precision/**/*.json",
 )
 HOW_TO_RUN = "book/HOW-TO-RUN.md"
 # A fixed timestamp: the same sources give the same bytes at every build.

@@ -26,6 +26,15 @@ PROG = "compare_precision.py"
 SCORES = ("test_neg_elbo", "test_reconstruction", "test_kl", "test_iw_bound")
 
 
+def repository_path(folder: Path) -> str:
+    """The folder relative to the repository where it is inside it, so that a
+    summary names its runs the same way on every machine (chapter 6 reads them)."""
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
 def read_run(folder: Path) -> dict:
     """The scores of one finished run, and its grid's confident cells per digit."""
     try:
@@ -41,7 +50,7 @@ def read_run(folder: Path) -> dict:
     if cells is None:
         raise ValueError(f"{folder}: metrics.json has no grid check")
     return {
-        "folder": str(folder),
+        "folder": repository_path(folder),
         "seed": metrics["config"]["seed"],
         "precision": metrics.get("precision_used", "float32"),
         "machine": metrics.get("machine", ""),

@@ -85,3 +85,33 @@ def test_reads_the_cells_a_study_run_keeps_in_its_summary(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "summary.json").read_text())
     assert report["float32"][0]["digits_held"] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    "summary",
+    sorted((ROOT / "results" / "precision").glob("**/summary.json")),
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_committed_comparisons_are_what_their_runs_give(summary, tmp_path):
+    """Each committed summary, recomputed from the run folders it names."""
+    report = json.loads(summary.read_text())
+    folders = {
+        p: [ROOT / run["folder"] for run in report[p]] for p in ("float32", "bfloat16")
+    }
+    done = run_script(
+        SCRIPT,
+        "--float32",
+        *folders["float32"],
+        "--bfloat16",
+        *folders["bfloat16"],
+        "--output-dir",
+        tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["comparison"] == report["comparison"]
+    assert (
+        again["float32"] == report["float32"]
+        and again["bfloat16"] == report["bfloat16"]
+    )
